@@ -1,0 +1,120 @@
+"""Query latency and recall at 10k and 100k chunks, end to end through Library.search.
+
+    python -m bench.search [--sizes 10000 100000] [--queries 200]
+
+Chunks are real: passages of the Python docs embedded by the shipped encoder (cached under
+work/bench/). Sizes beyond the real passage count are made by repeating the real passages with
+their vectors jittered (Gaussian noise, sigma 0.02 per dimension, then re-normalised), so the
+index holds distinct vectors with the neighbourhood structure of real text; the table says how
+many were real. Recall@10 is measured against exact numpy search over the same vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine, peak_rss_mb, percentile, pydoc_passages, pydoc_queries
+
+WORK = Path("work/bench")
+
+
+@dataclass
+class FakeChunk:
+    start: int
+    end: int
+    text: str
+    heading: str = ""
+
+
+def real_vectors(encoder, n: int) -> tuple[list[str], np.ndarray]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    cache = WORK / f"pydoc-{encoder.id.replace('/', '_')}.npz"
+    texts = pydoc_passages()[:n]
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        if data["vectors"].shape[0] >= len(texts):
+            return texts, data["vectors"][: len(texts)]
+    t0 = time.perf_counter()
+    vectors = encoder.encode(texts, batch_size=32, progress=True)
+    print(f"(embedded {len(texts)} real passages in {time.perf_counter() - t0:.0f} s; cached in {cache})")
+    np.savez(cache, vectors=vectors)
+    return texts, vectors
+
+
+def build_library(folder: Path, encoder, texts: list[str], vectors: np.ndarray, size: int, seed: int = 0):
+    from edge_dse import Library
+
+    lib = Library(folder, model=encoder, progress=False)
+    rng = np.random.default_rng(seed)
+    per_file = 100
+    t0 = time.perf_counter()
+    for f, lo in enumerate(range(0, size, per_file)):
+        idx = np.arange(lo, min(size, lo + per_file)) % len(texts)
+        vecs = vectors[idx].copy()
+        if lo >= len(texts):  # a replica: jitter so it is a distinct point near the original
+            vecs += rng.normal(0, 0.02, vecs.shape).astype(np.float32)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        chunks = [FakeChunk(0, len(texts[i]), texts[i]) for i in idx]
+        lib.catalog.put_file("/bench", f"/bench/file-{f:06d}.txt", 1, 1, f"{f:064d}", chunks, vecs)
+    t_insert = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lib._refresh_index()
+    return lib, t_insert, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--real", type=int, default=10_000, help="real passages to embed (the rest are jittered replicas)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    from edge_dse import Encoder
+
+    encoder = Encoder(threads=args.threads)
+    texts, vectors = real_vectors(encoder, args.real)
+    queries = pydoc_queries(args.queries)
+    print(f"# Search latency and recall — {machine()}, {args.threads} threads, model {encoder.id}\n")
+    print("| chunks (real) | insert s | HNSW build s | p50 ms end-to-end | p99 ms | p50 ms ANN only | recall@10 vs exact | catalog MB | index MB | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size in args.sizes:
+        folder = Path(tempfile.mkdtemp(prefix="edge-dse-bench-"))
+        try:
+            lib, t_insert, t_build = build_library(folder, encoder, texts, vectors, size)
+            ids, matrix = [], []
+            for i, v in lib.catalog.iter_vectors():
+                ids.append(i)
+                matrix.append(v)
+            ids, matrix = np.concatenate(ids), np.vstack(matrix)
+            qv = encoder.encode(queries, kind="query")
+            exact = ids[np.argsort(-(qv @ matrix.T), axis=1)[:, :10]]
+            index = lib._index()
+            recall = np.mean([len(set(index.search(q, 10)[0].tolist()) & set(e.tolist())) / 10 for q, e in zip(qv, exact)])
+            end_to_end, ann_only = [], []
+            for q, v in zip(queries, qv):
+                t0 = time.perf_counter()
+                lib.search(q, k=10, mode="vector")
+                end_to_end.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                index.search(v, 10)
+                ann_only.append((time.perf_counter() - t0) * 1000)
+            sizes = {p.name: p.stat().st_size / 1e6 for p in folder.iterdir()}
+            catalog_mb = sum(v for k, v in sizes.items() if k.startswith("catalog"))
+            index_mb = sum(v for k, v in sizes.items() if k.startswith("ann"))
+            print(f"| {size} ({min(size, len(texts))}) | {t_insert:.1f} | {t_build:.1f} | {percentile(end_to_end, 50):.2f} | "
+                  f"{percentile(end_to_end, 99):.2f} | {percentile(ann_only, 50):.3f} | {recall:.3f} | {catalog_mb:.0f} | {index_mb:.0f} | {peak_rss_mb():.0f} |")
+            lib.close()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The `edge-dse` command line. Each command mirrors one Library/Encoder call.
+
+A user mistake (a missing folder, a locked library, a model mismatch, ...) prints one line that
+names the fix and exits 1; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from . import __version__, config
+from .errors import EdgeDSEError
+
+
+def _library(args, **kwargs):
+    from .library import Library
+
+    return Library(
+        args.library,
+        model=args.model,
+        threads=args.threads,
+        wait=args.wait,
+        progress=not args.quiet and sys.stderr.isatty(),
+        **kwargs,
+    )
+
+
+def _say(args, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+def _print_errors(report, limit: int = 10) -> None:
+    for path, reason in report.errors[:limit]:
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    if len(report.errors) > limit:
+        print(f"  ... and {len(report.errors) - limit} more (see `edge-dse status`)", file=sys.stderr)
+
+
+def cmd_index(args) -> int:
+    with _library(args) as lib:
+        report = lib.add(*args.paths)
+        _say(args, f"{lib.path}: {report.summary()}")
+        if not args.quiet:
+            _print_errors(report)
+    return 0
+
+
+def cmd_sync(args) -> int:
+    with _library(args) as lib:
+        report = lib.sync(args.paths or None)
+        _say(args, f"{lib.path}: {report.summary()}")
+        if not args.quiet:
+            _print_errors(report)
+    return 0
+
+
+def cmd_search(args) -> int:
+    with _library(args, readonly=True) as lib:
+        hits = lib.search(args.query, k=args.k, mode=args.mode)
+    if args.json:
+        print(json.dumps({"query": args.query, "mode": hits.mode, "timings_ms": hits.timings,
+                          "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
+        return 0
+    if not hits:
+        print("no results" + ("" if args.query.strip() else " (empty query)"))
+        return 0
+    for hit in hits:
+        where = f"  [{hit.heading}]" if hit.heading else ""
+        print(f"{hit.rank:>2}  {hit.score:.4f}  {hit.path}{where}  (chars {hit.start}-{hit.end})")
+        snippet = " ".join(hit.text.split())
+        print(textwrap.indent(textwrap.shorten(snippet, width=220, placeholder=" ..."), "    "))
+    timing = ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in hits.timings.items())
+    _say(args, f"[{hits.mode}] {timing}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    with _library(args, readonly=True, allow_model_change=True) as lib:
+        info = lib.status()
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    model = info["model"]
+    print(f"library:  {info['library']}  ({info['bytes_on_disk'] / 1e6:.1f} MB on disk)")
+    print(f"model:    {model['model_id']} (dim {model['model_dim']}, {model['model_pooling']} pooling)")
+    print(f"contents: {info['folders']} folders, {info['files']} files, {info['chunks']} chunks, {info['errors']} failed files")
+    fresh = "up to date" if info["index_generation"] == info["generation"] else "stale: rebuilt on next write or search"
+    print(f"index:    catalog generation {info['generation']}, HNSW cache {fresh}")
+    for folder, n in info["folders_detail"].items():
+        print(f"  folder  {folder}  ({n} files)")
+    for path, reason in info["errors_detail"]:
+        print(f"  failed  {path}: {reason}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    with _library(args) as lib:
+        removed = lib.remove(args.path)
+    _say(args, f"removed {args.path}: {removed} files")
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    with _library(args, allow_model_change=True) as lib:
+        report = lib.reindex()
+        _say(args, f"{lib.path}: re-embedded with {lib.model_card['id']}: {report.summary()}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from .encoder import Encoder
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".jsonl"):
+        raise EdgeDSEError(f"--out {out}: use a .npy (vectors, with a .jsonl of metadata beside it) or .jsonl file")
+    enc = Encoder(args.model, threads=args.threads)
+    missing = [p for p in args.files if not Path(p).is_file()]
+    if missing:
+        raise EdgeDSEError(f"{missing[0]}: no such file")
+    result = enc.embed_files(args.files, progress=not args.quiet and sys.stderr.isatty())
+    meta_path = out.with_suffix(".jsonl") if out.suffix == ".npy" else out
+    if out.suffix == ".npy":
+        import numpy as np
+
+        np.save(out, result.vectors)
+    with open(meta_path, "w", encoding="utf-8") as fh:
+        for row, vec in zip(result.rows, result.vectors):
+            record = dict(row, model=enc.id)
+            if out.suffix == ".jsonl":
+                record["vector"] = [round(float(x), 6) for x in vec]
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for path, reason in result.errors:
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    _say(args, f"{len(result.rows)} chunks from {len(args.files) - len(result.errors)} files -> {out}"
+               + (f" (+ metadata {meta_path})" if meta_path != out else "") + f", dim {enc.dim}, model {enc.id}")
+    return 0 if result.rows or not result.errors else 1
+
+
+def cmd_export(args) -> int:
+    try:
+        from .distill import export
+    except ImportError as exc:  # torch/optimum missing: the train extra is not installed
+        raise EdgeDSEError(f"`edge-dse export` needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from exc
+    return export.main(args.export_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-dse",
+        description="Private semantic search over your own files, on your own CPU, offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-dse {__version__}")
+    parser.add_argument("-l", "--library", default=None,
+                        help=f"library folder (default: ${config.ENV_HOME} or {config.default_library_dir()})")
+    parser.add_argument("-m", "--model", default=None, help="shipped model name or model folder (default: the shipped model)")
+    parser.add_argument("--threads", type=int, default=None, help="encoder threads (default: usable cores, max 8)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for another process writing the library (default: fail at once)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="add folders to the library and index them")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("sync", help="re-sync the library's folders (all, or the ones named)")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("search", help="search the library")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    p.add_argument("--mode", choices=["vector", "keyword", "hybrid"], default="hybrid",
+                   help="vector (encoder + HNSW), keyword (FTS5 BM25) or hybrid (both, fused; default)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("status", help="folders, counts, model, failed files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("remove", help="remove a folder from the library")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("reindex", help="re-embed the whole library with the current model")
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("embed", help="embed files: one vector per chunk, with offsets")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--out", required=True, help="vectors.npy (+ vectors.jsonl metadata) or vectors.jsonl")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="export a Hugging Face model to an int8 ONNX asset (train extra)",
+                       add_help=False)
+    p.add_argument("export_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeDSEError as exc:
+        print(f"edge-dse: error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:  # a missing model folder or path given by the user
+        print(f"edge-dse: error: {exc.strerror + ': ' + exc.filename if exc.filename else exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edge-dse: interrupted (everything committed so far is kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Find the files of a folder that can be indexed, and say why the others cannot."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_IGNORE_DIRS = frozenset({
+    ".git", ".hg", ".svn", ".bzr", "CVS", "node_modules", "__pycache__", ".venv", "venv", "env",
+    ".tox", ".nox", "build", "dist", "target", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+    "site-packages", ".idea", ".vscode", ".cache", ".eggs", "bower_components",
+})
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".rst", ".tex", ".csv", ".tsv", ".log", ".org", ".adoc"})
+MARKUP_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+CODE_SUFFIXES = frozenset({
+    ".py", ".pyi", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala", ".c", ".h",
+    ".cpp", ".hpp", ".cc", ".cxx", ".cs", ".go", ".rs", ".rb", ".php", ".swift", ".lua", ".r", ".jl",
+    ".sh", ".bash", ".zsh", ".ps1", ".sql", ".css", ".scss", ".toml", ".yaml", ".yml", ".json", ".ini",
+    ".cfg", ".conf", ".xml", ".vue", ".svelte", ".dart", ".m", ".pl", ".ex", ".exs", ".erl", ".hs", ".clj",
+})
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | MARKUP_SUFFIXES | CODE_SUFFIXES | {".pdf", ".docx"}
+# Common text files that carry no suffix.
+SUPPORTED_NAMES = frozenset({"readme", "license", "licence", "copying", "authors", "changelog", "changes",
+                             "news", "todo", "makefile", "dockerfile", "notice", "contributing"})
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+def is_supported(path: Path) -> bool:
+    name = path.name.lower()
+    suffix = path.suffix.lower()
+    return suffix in SUPPORTED_SUFFIXES or (not suffix and name in SUPPORTED_NAMES)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB"
+
+
+def discover(root: Path, *, ignore_dirs=DEFAULT_IGNORE_DIRS, max_bytes: int = DEFAULT_MAX_BYTES,
+             include_hidden: bool = False) -> Iterator[FoundFile | SkippedFile]:
+    """Yield the supported files under `root` in sorted order, and the ones that cannot be read.
+
+    Directory symlinks are never followed (no loops, no escaping the folder); a file symlink is
+    followed only when its target is inside `root`.
+    """
+    root = Path(os.path.abspath(root))
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    real_root = os.path.realpath(root)
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield SkippedFile(folder, f"folder unreadable: {exc.strerror or exc}")
+            continue
+        subdirs = []
+        for entry in entries:
+            name = entry.name
+            path = Path(entry.path)
+            if name.startswith(".") and not include_hidden:
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if name not in ignore_dirs:
+                        subdirs.append(path)
+                    continue
+                if not is_supported(path):
+                    continue
+                try:
+                    path.name.encode("utf-8")
+                except UnicodeEncodeError:
+                    yield SkippedFile(path, "file name is not valid text (undecodable bytes)")
+                    continue
+                if entry.is_symlink():
+                    target = os.path.realpath(path)
+                    if not (target == real_root or target.startswith(real_root + os.sep)):
+                        yield SkippedFile(path, "symlink points outside the folder" if os.path.exists(target) else "dangling symlink")
+                        continue
+                st = os.stat(path)  # follows a (checked) symlink
+            except OSError as exc:
+                yield SkippedFile(path, f"cannot stat: {exc.strerror or exc}")
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                yield SkippedFile(path, "not a regular file (pipe, socket or device)")
+            elif st.st_size > max_bytes:
+                yield SkippedFile(path, f"too large: {_mb(st.st_size)} > {_mb(max_bytes)} limit (max_bytes)")
+            else:
+                yield FoundFile(path, st.st_size, st.st_mtime_ns)
+        stack.extend(reversed(subdirs))

@@ -1,0 +1,502 @@
+"""A library: folders of documents, kept in a SQLite catalog with an HNSW index beside it.
+
+Layout of a library folder:
+    catalog.db   SQLite (WAL): folders, files and their state, chunks with text and vectors.
+                 The source of truth (DESIGN.md invariant 1).
+    ann.*        the HNSW index: a cache derived from the catalog, tagged with the catalog
+                 generation it reflects; rebuilt when missing, stale or unreadable.
+    write.lock   held by the one process that writes (invariant 2).
+
+Syncing is incremental: a file whose size and mtime are unchanged is skipped; one whose bytes
+hash the same is only re-stamped; a renamed or copied file reuses the vectors of the content
+it had; only new content is extracted, chunked and embedded. Each file is committed in its own
+transaction, so a crash loses at most the file in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+from . import config
+from .encoder import Encoder, passage_text
+from .errors import EdgeDSEError, ModelMismatchError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .store import AnnIndex, Catalog
+
+MODES = ("vector", "keyword", "hybrid")
+# Reciprocal rank fusion constant (Cormack et al. 2009): 60 is the value the paper found robust.
+RRF_K = 60
+# Chunks embedded together: large enough to keep batches full across many small files.
+EMBED_GROUP_CHUNKS = 256
+# A query longer than this is cut before encoding/keyword search: the encoder truncates at its
+# max length anyway, and tokenising megabytes of text would only waste time.
+MAX_QUERY_CHARS = 20_000
+
+
+@dataclass
+class Hit:
+    """One search result: a chunk of a file."""
+
+    rank: int
+    score: float
+    path: str
+    text: str
+    start: int  # character offsets of the chunk in the file's extracted text
+    end: int
+    heading: str
+    chunk_id: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Hits(list):
+    """A list of Hit that also carries how long each stage of the search took (ms)."""
+
+    def __init__(self, hits: Iterable[Hit] = (), timings: dict | None = None, mode: str = "vector"):
+        super().__init__(hits)
+        self.timings: dict[str, float] = timings or {}
+        self.mode = mode
+
+
+@dataclass
+class SyncReport:
+    """What a sync did. `errors` lists the files that failed in this sync, with reasons."""
+
+    folders: list[str] = field(default_factory=list)
+    seen: int = 0
+    added: int = 0
+    updated: int = 0
+    reused: int = 0  # renamed/copied files whose vectors were reused
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    chunks: int = 0  # chunks embedded in this sync
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.seen} files seen: {self.added} added, {self.updated} updated, {self.reused} moved/copied, "
+            f"{self.unchanged} unchanged, {self.removed} removed, {self.failed} failed; "
+            f"{self.chunks} chunks embedded in {self.seconds:.1f} s"
+        )
+
+
+def _read_card(model: str | os.PathLike | Encoder | None) -> tuple[dict, Path | None]:
+    if isinstance(model, Encoder):
+        return model.card, model.path
+    path = config.resolve_model_dir(model)
+    return json.loads((path / "card.json").read_text(encoding="utf-8")), path
+
+
+class Library:
+    """A searchable library of local folders.
+
+    Args:
+        path: the library folder (default: $EDGE_DSE_HOME or the user data dir).
+        model: a shipped model name, a model folder or an Encoder (default: the shipped model).
+            A library records the model that built it; opening it with another one raises
+            ModelMismatchError naming the fix (`edge-dse reindex`).
+        readonly: open for searching only (no folder is created, nothing is written).
+        wait: seconds to wait for another writer to finish before giving up (writes only).
+        progress: show progress bars on long work.
+        ignore_dirs, max_bytes, include_hidden: what discovery skips (see ingest.discover).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        model: str | os.PathLike | Encoder | None = None,
+        readonly: bool = False,
+        wait: float = 0.0,
+        threads: int | None = None,
+        progress: bool = True,
+        ignore_dirs: Iterable[str] | None = None,
+        max_bytes: int | None = None,
+        include_hidden: bool = False,
+        allow_model_change: bool = False,
+    ) -> None:
+        from .store import Catalog, WriterLock
+
+        self.path = Path(path).expanduser() if path is not None else config.default_library_dir()
+        self.readonly = readonly
+        self.wait = wait
+        self.progress = progress
+        self.threads = threads
+        self.ignore_dirs = frozenset(ignore_dirs) if ignore_dirs is not None else None
+        self.max_bytes = max_bytes
+        self.include_hidden = include_hidden
+        if readonly and not (self.path / "catalog.db").is_file():
+            raise EdgeDSEError(f"no library at {self.path}: create one with `edge-dse index FOLDER`")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.catalog: Catalog = Catalog(self.path / "catalog.db", readonly=readonly)
+        self._lock = WriterLock(self.path / "write.lock")
+        self._model_arg = model
+        self._model: tuple[dict, Path | None] | None = None
+        self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
+        self._ann: AnnIndex | None = None
+        if not allow_model_change:
+            self._check_model()
+
+    @property
+    def model_card(self) -> dict:
+        """The card of the model this Library embeds with (read on first use: `status` needs none)."""
+        if self._model is None:
+            self._model = _read_card(self._model_arg)
+        return self._model[0]
+
+    # -- model identity (invariant 4) ---------------------------------------------------------
+    def _check_model(self) -> None:
+        stored = self.catalog.get_meta("model_id")
+        card = self.model_card
+        if stored is None:
+            if not self.readonly:
+                self._record_model()
+            return
+        stored_dim = self.catalog.get_meta("model_dim")
+        if stored != card["id"] or str(stored_dim) != str(card["dim"]):
+            raise ModelMismatchError(
+                f"library {self.path} was built with model {stored!r} (dim {stored_dim}), not "
+                f"{card['id']!r} (dim {card['dim']}): open it with that model, or re-embed it with "
+                f"`edge-dse reindex --library {self.path}`"
+            )
+
+    def _record_model(self) -> None:
+        card = self.model_card
+        with self.catalog.transaction():
+            self.catalog.set_meta("model_id", card["id"])
+            self.catalog.set_meta("model_dim", str(card["dim"]))
+            self.catalog.set_meta("model_pooling", card.get("pooling", "mean"))
+            self.catalog.set_meta("model_name", card.get("name", ""))
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use (keyword search never needs it)."""
+        if self._encoder is None:
+            self.model_card  # resolves the model folder
+            self._encoder = Encoder(self._model[1], threads=self.threads)
+        return self._encoder
+
+    # -- writing ------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        if self.readonly:
+            raise EdgeDSEError(f"library {self.path} is open read-only: open it without readonly to change it")
+        self._lock.acquire(timeout=self.wait)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _discover_kwargs(self) -> dict:
+        from .ingest import DEFAULT_IGNORE_DIRS, DEFAULT_MAX_BYTES
+
+        return {
+            "ignore_dirs": self.ignore_dirs if self.ignore_dirs is not None else DEFAULT_IGNORE_DIRS,
+            "max_bytes": self.max_bytes if self.max_bytes is not None else DEFAULT_MAX_BYTES,
+            "include_hidden": self.include_hidden,
+        }
+
+    def add(self, *folders: str | os.PathLike) -> SyncReport:
+        """Add folders to the library and index them (an already added folder is re-synced)."""
+        if not folders:
+            raise EdgeDSEError("name at least one folder to add")
+        paths = []
+        for folder in folders:
+            path = Path(folder).expanduser()
+            if not path.is_dir():
+                raise EdgeDSEError(f"{folder}: not a folder (give the path of a folder to index)")
+            paths.append(os.path.abspath(path))
+        with self._writing():
+            for path in paths:
+                self.catalog.add_folder(path)
+            return self._sync(paths)
+
+    def sync(self, folders: Sequence[str | os.PathLike] | None = None) -> SyncReport:
+        """Bring the library up to date with its folders: new, changed, renamed, deleted files."""
+        with self._writing():
+            known = self.catalog.folders()
+            if folders is None:
+                targets = known
+            else:
+                targets = [os.path.abspath(Path(f).expanduser()) for f in folders]
+                unknown = [t for t in targets if t not in known]
+                if unknown:
+                    raise EdgeDSEError(f"{unknown[0]} is not in this library: add it with `edge-dse index {unknown[0]}`")
+            return self._sync(targets)
+
+    def remove(self, folder: str | os.PathLike) -> int:
+        """Remove a folder (its files and chunks) from the library; returns files removed."""
+        path = os.path.abspath(Path(folder).expanduser())
+        with self._writing():
+            if path not in self.catalog.folders():
+                raise EdgeDSEError(f"{path} is not in this library (see `edge-dse status` for its folders)")
+            removed = self.catalog.remove_folder(path)
+            self._refresh_index()
+            return removed
+
+    def reindex(self) -> SyncReport:
+        """Re-embed every folder with this library's current model (after a model change)."""
+        with self._writing():
+            folders = self.catalog.folders()
+            with self.catalog.transaction():
+                for folder in folders:
+                    self.catalog.remove_folder(folder)
+                    self.catalog.add_folder(folder)
+                self._record_model()
+            return self._sync(folders)
+
+    def _sync(self, folders: list[str]) -> SyncReport:
+        from .ingest import FoundFile, discover
+
+        report = SyncReport(folders=list(folders))
+        started = time.perf_counter()
+        for folder in folders:
+            known = self.catalog.files_in(folder)
+            if not os.path.isdir(folder):
+                # An unmounted drive or a moved folder: keep what was indexed, say so.
+                report.errors.append((folder, "folder is missing: its files are kept; remove it with `edge-dse remove`"))
+                report.failed += 1
+                continue
+            found = list(self._progress(discover(Path(folder), **self._discover_kwargs()), desc=f"scanning {folder}", unit=" files"))
+            todo = []
+            seen: set[str] = set()
+            for item in found:
+                path = str(item.path)
+                seen.add(path)
+                report.seen += 1
+                if not isinstance(item, FoundFile):
+                    self.catalog.put_error(folder, path, None, None, item.reason)
+                    report.failed += 1
+                    report.errors.append((path, item.reason))
+                    continue
+                row = known.get(path)
+                if row is not None and row.size == item.size and row.mtime_ns == item.mtime_ns:
+                    report.unchanged += 1  # including files that failed before and did not change
+                    continue
+                todo.append(item)
+            self._index_files(folder, todo, known, report)
+            for path in sorted(set(known) - seen):
+                self.catalog.remove_file(path)
+                report.removed += 1
+        self._refresh_index()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport) -> None:
+        """Read, hash, extract, chunk and embed files; commit each file on its own."""
+        from .ingest import ExtractError, chunk_text, extract
+
+        pending: list[tuple] = []  # (file, sha256, chunks) waiting for embedding
+        pending_chunks = 0
+        bar = self._progress(todo, desc="indexing", unit=" files")
+        for item in bar:
+            path = str(item.path)
+            try:
+                data = item.path.read_bytes()
+            except FileNotFoundError:
+                # Vanished between discovery and reading: it is simply gone.
+                if path in known:
+                    self.catalog.remove_file(path)
+                    report.removed += 1
+                continue
+            except OSError as exc:
+                self._fail(folder, item, f"unreadable: {exc.strerror or exc}", report)
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            row = known.get(path)
+            if row is not None and row.sha256 == sha and row.status == "ok":
+                self.catalog.touch_file(path, item.size, item.mtime_ns)
+                report.unchanged += 1
+                continue
+            same_content = self.catalog.chunks_for_hash(sha)
+            if same_content is not None:
+                chunks, vectors = same_content
+                self.catalog.put_file(folder, path, item.size, item.mtime_ns, sha, chunks, vectors)
+                report.reused += 1
+                continue
+            try:
+                chunks = chunk_text(extract(item.path, data))
+            except ExtractError as exc:
+                self._fail(folder, item, str(exc), report)
+                continue
+            pending.append((item, sha, chunks, row is not None))
+            pending_chunks += len(chunks)
+            if pending_chunks >= EMBED_GROUP_CHUNKS:
+                self._embed_and_commit(folder, pending, report)
+                pending, pending_chunks = [], 0
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(chunks=report.chunks + pending_chunks, refresh=False)
+        if pending:
+            self._embed_and_commit(folder, pending, report)
+
+    def _embed_and_commit(self, folder: str, pending: list[tuple], report: SyncReport) -> None:
+        texts = [passage_text(c.text, c.heading) for _, _, chunks, _ in pending for c in chunks]
+        vectors = self.encoder.encode(texts, kind="document")
+        offset = 0
+        for item, sha, chunks, existed in pending:
+            n = len(chunks)
+            self.catalog.put_file(folder, str(item.path), item.size, item.mtime_ns, sha, chunks, vectors[offset : offset + n])
+            offset += n
+            report.chunks += n
+            if existed:
+                report.updated += 1
+            else:
+                report.added += 1
+
+    def _fail(self, folder: str, item, reason: str, report: SyncReport) -> None:
+        self.catalog.put_error(folder, str(item.path), item.size, item.mtime_ns, reason)
+        report.failed += 1
+        report.errors.append((str(item.path), reason))
+
+    def _progress(self, iterable, **kwargs):
+        if not self.progress:
+            return iterable
+        from tqdm import tqdm
+
+        return tqdm(iterable, leave=False, **kwargs)
+
+    # -- the ANN cache ------------------------------------------------------------------------
+    def _refresh_index(self) -> None:
+        """Writer side: bring the HNSW cache in line with the catalog and save it."""
+        from .store import AnnIndex
+
+        if self._ann is None:
+            self._ann = AnnIndex.open(self.path, int(self.model_card["dim"]), self.catalog)
+        self._ann.refresh(self.catalog)
+        self._ann.save()
+
+    def _index(self) -> "AnnIndex":
+        """Reader side: an index to search, reloaded when a writer saved a newer one."""
+        from .store import AnnIndex
+
+        generation = self.catalog.generation
+        if self._ann is None or self._ann.generation != generation:
+            if self.readonly or not self._lock_free():
+                # Another process is writing: read what it saved; never write.
+                self._ann = AnnIndex.open(self.path, int(self.model_card["dim"]), self.catalog, rebuild_if_stale=False)
+            else:
+                with self._writing():
+                    self._refresh_index()
+        return self._ann
+
+    def _lock_free(self) -> bool:
+        from .errors import LibraryLockedError
+
+        try:
+            self._lock.acquire(timeout=0)
+        except LibraryLockedError:
+            return False
+        self._lock.release()
+        return True
+
+    def _vector_candidates(self, query_vector: "np.ndarray", k: int) -> tuple[list[int], list[float]]:
+        import numpy as np
+
+        index = self._index()
+        ids, scores = index.search(query_vector, k)
+        ids, scores = list(map(int, ids)), list(map(float, scores))
+        if index.generation != self.catalog.generation:
+            # The index lags the catalog (a writer is mid-sync): score the chunks it lacks
+            # exactly, so a reader still sees every committed file. Stale ids are dropped
+            # later, when rows are fetched.
+            missing = np.setdiff1d(self.catalog.all_ids(), index.ids(), assume_unique=True)
+            if len(missing):
+                extra = self.catalog.get_vectors(missing) @ query_vector
+                ids += list(map(int, missing))
+                scores += list(map(float, extra))
+                order = np.argsort(-np.asarray(scores))[: k + len(missing)]
+                ids, scores = [ids[i] for i in order], [scores[i] for i in order]
+        return ids, scores
+
+    # -- searching ----------------------------------------------------------------------------
+    def search(self, query: str, k: int = 10, *, mode: str = "hybrid") -> Hits:
+        """The k best chunks for a query. Modes: "vector" (the encoder + HNSW), "keyword"
+        (SQLite FTS5 BM25) or "hybrid" (both, merged by reciprocal rank fusion)."""
+        if mode not in MODES:
+            raise EdgeDSEError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        if k < 1:
+            raise EdgeDSEError(f"k must be at least 1 (got {k})")
+        query = (query or "")[:MAX_QUERY_CHARS]
+        timings: dict[str, float] = {}
+        if not query.strip():
+            return Hits([], timings, mode)
+        depth = max(k, 50) if mode == "hybrid" else k
+        ranked: dict[str, list[tuple[int, float]]] = {}
+        if mode in ("vector", "hybrid"):
+            t0 = time.perf_counter()
+            qv = self.encoder.encode([query], kind="query")[0]
+            t1 = time.perf_counter()
+            # Over-fetch a little: ids deleted since the index was saved are dropped at fetch.
+            ids, scores = self._vector_candidates(qv, depth + 10)
+            timings["encode_ms"] = (t1 - t0) * 1000
+            timings["ann_ms"] = (time.perf_counter() - t1) * 1000
+            ranked["vector"] = list(zip(ids, scores))
+        if mode in ("keyword", "hybrid"):
+            t0 = time.perf_counter()
+            ranked["keyword"] = self.catalog.keyword_search(query, depth)
+            timings["keyword_ms"] = (time.perf_counter() - t0) * 1000
+        if mode == "hybrid":
+            fused: dict[int, float] = {}
+            for results in ranked.values():
+                for rank, (cid, _) in enumerate(results[:depth]):
+                    fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+            candidates = sorted(fused.items(), key=lambda kv: -kv[1])
+        else:
+            candidates = ranked[mode]
+        t0 = time.perf_counter()
+        rows = self.catalog.get_chunks([cid for cid, _ in candidates[: k + 10]])
+        timings["fetch_ms"] = (time.perf_counter() - t0) * 1000
+        score_of = dict(candidates)
+        hits = [
+            Hit(rank=i + 1, score=round(score_of[r.id], 6), path=r.path, text=r.text, start=r.start, end=r.end, heading=r.heading, chunk_id=r.id)
+            for i, r in enumerate(rows[:k])
+        ]
+        timings["total_ms"] = sum(timings.values())
+        return Hits(hits, timings, mode)
+
+    # -- reporting ----------------------------------------------------------------------------
+    def status(self) -> dict:
+        """Counts, folders, the model, failed files and the index state."""
+        counts = self.catalog.counts()
+        files_per_folder = {f: len(self.catalog.files_in(f)) for f in self.catalog.folders()}
+        ann_meta = self.path / "ann.json"
+        try:
+            index_generation = json.loads(ann_meta.read_text())["generation"]
+        except (OSError, ValueError, KeyError):
+            index_generation = None
+        return {
+            "library": str(self.path),
+            "model": {k: self.catalog.get_meta(k) for k in ("model_id", "model_dim", "model_pooling")},
+            **counts,
+            "folders_detail": files_per_folder,
+            "generation": self.catalog.generation,
+            "index_generation": index_generation,
+            "errors_detail": self.catalog.errors(),
+            "bytes_on_disk": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
+        }
+
+    def close(self) -> None:
+        self.catalog.close()
+        self._ann = None
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Library({str(self.path)!r}, model={self.model_card['id']!r})"

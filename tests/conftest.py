@@ -1,0 +1,161 @@
+"""Shared fixtures: the real shipped model, and folders of real files on disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "test-output"  # screenshots and other artefacts tests leave for people to look at
+
+# Each document is about one thing, so that a paraphrased query has one right answer. The
+# queries share few words with their documents: finding them needs the encoder, not keywords.
+TOPICS = {
+    "bread": (
+        "Baking sourdough at home",
+        "Feed the starter the night before. Mix flour, water and salt, then fold the dough every "
+        "half hour for three hours. Shape the loaf, let it rise in the fridge overnight and bake it "
+        "in a hot covered pot so the crust gets crisp.",
+        "how to make a loaf with natural yeast",
+    ),
+    "bike": (
+        "Fixing a flat tyre on a bicycle",
+        "Take the wheel off the frame, lever the tyre from the rim and pull out the inner tube. Find "
+        "the puncture by pumping air and listening for the hiss, patch it, then refit the tube and "
+        "inflate it to the pressure written on the sidewall.",
+        "repair a punctured inner tube on my cycle",
+    ),
+    "taxes": (
+        "Filing your annual income tax return",
+        "Collect the salary statements from your employer and the receipts for deductible expenses. "
+        "Fill in the form before the deadline in spring; late submissions pay a penalty and interest "
+        "on what is owed to the revenue office.",
+        "when is the deadline to declare my earnings to the government",
+    ),
+    "plants": (
+        "Caring for houseplants in winter",
+        "Most indoor plants grow slowly in the dark months: water them less, keep them away from cold "
+        "draughts and radiators, and wipe dust from the leaves so they catch what little light there is.",
+        "keeping potted greenery alive during the cold season",
+    ),
+    "python": (
+        "Sorting a list in Python",
+        "Call sorted(items) to get a new sorted list, or items.sort() to sort in place. Pass key= to "
+        "sort by a computed value and reverse=True for descending order. The sort is stable.",
+        "order the elements of an array by a custom key in my programming language",
+    ),
+    "sleep": (
+        "Getting better sleep",
+        "Go to bed and wake at the same times every day, keep the bedroom dark and cool, and avoid "
+        "coffee after lunch. Screens in the last hour before bed make falling asleep harder.",
+        "tips for resting well at night and avoiding insomnia",
+    ),
+}
+
+
+def shipped_model_dir() -> Path:
+    """The model the tests run on: the shipped default, or $EDGE_DSE_TEST_MODEL (another asset)."""
+    path = Path(os.environ.get("EDGE_DSE_TEST_MODEL", REPO / "assets" / "baseline"))
+    assert (path / "model.onnx").is_file(), f"the shipped model is missing at {path}: re-make it with `edge-dse export`"
+    return path
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real shipped encoder, loaded once per test session."""
+    from edge_dse import Encoder
+
+    return Encoder(shipped_model_dir(), threads=2)
+
+
+def write_docx(path: Path, title: str, body: str) -> None:
+    import docx
+
+    document = docx.Document()
+    document.add_heading(title, level=1)
+    document.add_paragraph(body)
+    document.save(str(path))
+
+
+def write_pdf(path: Path, title: str, body: str) -> None:
+    """A real one-page PDF with a text layer (Helvetica), written by hand: no PDF library
+    in the test extra can write text, and this keeps the fixture exact."""
+    import textwrap
+
+    lines = [title, ""] + textwrap.wrap(body, 80)
+    escaped = [ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for ln in lines]
+    content = "BT /F1 11 Tf 14 TL 50 780 Td " + " ".join(f"({ln}) '" for ln in escaped) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, obj in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{obj}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(out)
+
+
+def write_topic(folder: Path, key: str, suffix: str) -> Path:
+    """Write topic `key` as a real file of type `suffix`; returns its path."""
+    title, body, _ = TOPICS[key]
+    path = folder / f"{key}{suffix}"
+    if suffix == ".md":
+        path.write_text(f"# {title}\n\n{body}\n", encoding="utf-8")
+    elif suffix == ".rst":
+        path.write_text(f"{title}\n{'=' * len(title)}\n\n{body}\n", encoding="utf-8")
+    elif suffix == ".html":
+        path.write_text(f"<html><head><title>x</title><script>var tracking = 1;</script></head>"
+                        f"<body><h1>{title}</h1><p>{body}</p></body></html>", encoding="utf-8")
+    elif suffix == ".py":
+        path.write_text(f'"""{title}.\n\n{body}\n"""\n\n\ndef main():\n    return 0\n', encoding="utf-8")
+    elif suffix == ".docx":
+        write_docx(path, title, body)
+    elif suffix == ".pdf":
+        write_pdf(path, title, body)
+    else:
+        path.write_text(f"{title}\n\n{body}\n", encoding="utf-8")
+    return path
+
+
+# One topic per file type, so every type is proven to be extracted, embedded and found.
+TYPE_OF_TOPIC = {"bread": ".md", "bike": ".pdf", "taxes": ".docx", "plants": ".html", "python": ".py", "sleep": ".rst"}
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A folder with one real file of each type (md, pdf, docx, html, py, rst) plus a .txt."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for key, suffix in TYPE_OF_TOPIC.items():
+        write_topic(folder, key, suffix)
+    (folder / "notes.txt").write_text("Shopping list: eggs, milk, lentils.\n\nCall the plumber on Tuesday.\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def library(tmp_path, encoder):
+    from edge_dse import Library
+
+    lib = Library(tmp_path / "lib", model=encoder, progress=False)
+    yield lib
+    lib.close()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `edge-dse` command line in a child process."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "edge_dse.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, **kwargs)

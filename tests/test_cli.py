@@ -1,0 +1,63 @@
+"""The command line, run as a user runs it: a child process, real files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from conftest import TOPICS, run_cli, shipped_model_dir
+
+
+def test_index_search_status_remove_round_trip(tmp_path, corpus):
+    env = {"EDGE_DSE_HOME": str(tmp_path / "home")}
+    indexed = run_cli("index", str(corpus), env=env)
+    assert indexed.returncode == 0, indexed.stderr
+    assert "7 added" in indexed.stderr
+
+    found = run_cli("search", TOPICS["bike"][2], "-k", "3", env=env)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.splitlines()[0].split()[2].endswith("bike.pdf")
+
+    as_json = json.loads(run_cli("search", "lentils", "--json", "--mode", "keyword", env=env).stdout)
+    assert as_json["hits"][0]["path"].endswith("notes.txt") and as_json["mode"] == "keyword"
+    assert set(as_json["hits"][0]) >= {"rank", "score", "path", "text", "start", "end", "heading"}
+
+    status = run_cli("status", "--json", env=env)
+    info = json.loads(status.stdout)
+    assert info["files"] == 7 and info["folders"] == 1 and info["index_generation"] == info["generation"]
+
+    removed = run_cli("remove", str(corpus), env=env)
+    assert removed.returncode == 0 and "7 files" in removed.stderr
+    assert run_cli("search", "lentils", env=env).stdout.strip() == "no results"
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path):
+    env = {"EDGE_DSE_HOME": str(tmp_path / "home")}
+    cases = [
+        ("search", "anything"),                  # no library yet
+        ("index", str(tmp_path / "missing")),    # no such folder
+        ("--model", "no-such-model", "index", str(tmp_path)),
+        ("remove", str(tmp_path)),
+        ("embed", str(tmp_path / "x.txt"), "--out", str(tmp_path / "v.npy")),
+        ("embed", str(tmp_path), "--out", str(tmp_path / "v.csv")),
+    ]
+    for args in cases:
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 1, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edge-dse: error:"), (args, proc.stderr)
+
+
+def test_embed_writes_vectors_and_metadata(tmp_path, corpus):
+    files = [str(corpus / "bread.md"), str(corpus / "taxes.docx")]
+    out = tmp_path / "vectors.npy"
+    proc = run_cli("--model", str(shipped_model_dir()), "embed", *files, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    vectors = np.load(out)
+    meta = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert vectors.shape[0] == len(meta) >= 2 and {m["path"] for m in meta} == set(files)
+    as_jsonl = tmp_path / "vectors.jsonl"
+    assert run_cli("embed", *files, "--out", str(as_jsonl)).returncode == 0
+    rows = [json.loads(line) for line in as_jsonl.read_text().splitlines()]
+    assert np.allclose(np.array([r["vector"] for r in rows]), vectors, atol=1e-5)
