@@ -10,7 +10,7 @@ on real text (cosine and speed at 2 threads) -> an asset folder with `model.onnx
 `tokenizer.json`, `card.json` (what the run-time encoder reads) and `card.md`.
 
 The quantisation settings below were chosen by `bench/quantization.py` (see
-QUANTIZATION_ALTERNATIVES). Training-time code: needs the train extra (torch, optimum-onnx).
+quantization_alternatives()). Training-time code: needs the train extra (torch, optimum-onnx).
 """
 
 from __future__ import annotations
@@ -61,14 +61,16 @@ QUANTIZATION = {
 
 # What `bench/quantization.py` measured (filled in from its output; the card carries it).
 BENCH_COMMAND = "python bench/quantization.py --docs 500 --queries 500 --seed 0 --threads 2 --repeats 5"
-QUANTIZATION_ALTERNATIVES: dict = {
-    "command": BENCH_COMMAND,
-    "date": None,
-    "cpu": None,
-    "texts": None,
-    "columns": [],
-    "rows": [],
-}
+# The measured table itself is committed as bench/results/quantization.json (re-made by BENCH_COMMAND
+# with --json); the card embeds it when the export runs from a checkout.
+QUANTIZATION_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "quantization.json"
+
+
+def quantization_alternatives() -> dict:
+    data = _read_json(QUANTIZATION_RESULTS) if QUANTIZATION_RESULTS.is_file() else None
+    if not isinstance(data, dict):
+        return {"command": BENCH_COMMAND, "note": f"no measured table at {QUANTIZATION_RESULTS}"}
+    return {"command": BENCH_COMMAND + " --json bench/results/quantization.json", **data}
 
 # Source models whose folders do not name themselves well enough (README front matter / usage).
 KNOWN_SOURCES = {
@@ -579,7 +581,7 @@ def export_model(
                 measured["query_cosine"] = q_cos
                 measured.update({"queries_per_s_fp32": q_speed["fp32"], "queries_per_s_int8": q_speed["int8"]})
             measured["fp32_bytes"] = fp32.stat().st_size
-            quant = dict(QUANTIZATION, measured=measured, alternatives=QUANTIZATION_ALTERNATIVES)
+            quant = dict(QUANTIZATION, measured=measured, alternatives=quantization_alternatives())
         else:
             final = fp32
             speed = throughput({"fp32": fp32_emb}, list(measure_texts), repeats)

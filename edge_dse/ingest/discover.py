@@ -94,8 +94,11 @@ def discover(root: Path, *, ignore_dirs=DEFAULT_IGNORE_DIRS, max_bytes: int = DE
                     continue
                 if entry.is_symlink():
                     target = os.path.realpath(path)
+                    if not os.path.exists(target):
+                        yield SkippedFile(path, "dangling symlink")
+                        continue
                     if not (target == real_root or target.startswith(real_root + os.sep)):
-                        yield SkippedFile(path, "symlink points outside the folder" if os.path.exists(target) else "dangling symlink")
+                        yield SkippedFile(path, "symlink points outside the folder")
                         continue
                 st = os.stat(path)  # follows a (checked) symlink
             except OSError as exc:
