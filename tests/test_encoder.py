@@ -24,7 +24,14 @@ def test_batching_and_length_sorting_do_not_change_the_vectors(encoder):
     texts = [body for _, body, _ in TOPICS.values()] + ["tiny", "a medium sized sentence about bread"]
     together = encoder.encode(texts, batch_size=3)
     alone = np.vstack([encoder.encode([t]) for t in texts])
-    assert np.abs(together - alone).max() < 1e-4
+    sims = together @ alone.T
+    # Each batched vector is its own text's, in input order (length sorting is undone) ...
+    assert (sims.argmax(axis=1) == np.arange(len(texts))).all()
+    # ... and equal up to int8 noise: dynamic quantisation scales activations per batch tensor,
+    # so batch-mates move a vector slightly (measured cosine >= 0.983 on these texts).
+    assert np.diag(sims).min() > 0.97
+    if encoder.card.get("quantization", {}).get("method") is None:  # an fp32 model: exact
+        assert np.abs(together - alone).max() < 1e-4
 
 
 def test_meaning_is_captured(encoder):

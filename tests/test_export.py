@@ -147,7 +147,12 @@ def test_asset_folder_holds_the_int8_model_and_nothing_else(tiny):
     assert sorted(p.name for p in out.iterdir()) == ["card.json", "card.md", "model.onnx", "tokenizer.json"]
     fp32 = work / "fp32" / "model.onnx"
     assert fp32.is_file(), "the fp32 graph stays in the work folder"
-    assert (out / "model.onnx").stat().st_size < 0.6 * fp32.stat().st_size, "model.onnx is not the int8 graph"
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, "model.onnx is not the int8 graph"
+    # a tiny model is mostly graph overhead; the real baseline is 23 MB of 90 (asserted below)
+    assert (out / "model.onnx").stat().st_size < 0.7 * fp32.stat().st_size
     assert not list(out.parent.glob(".tiny.*")), "build or old folders were left beside the asset"
     assert json.loads((out / "card.json").read_text()) == card
 
@@ -304,3 +309,4 @@ def test_shipped_baseline_card_is_remade_by_its_command():
     assert {k: card["quantization"][k] for k in ex.QUANTIZATION} == ex.QUANTIZATION
     model = REPO / "assets" / "baseline" / "model.onnx"
     assert card["files"]["model.onnx"]["bytes"] == model.stat().st_size
+    assert model.stat().st_size < 0.3 * card["quantization"]["measured"]["fp32_bytes"]  # int8: 23 MB of 90
