@@ -17,10 +17,11 @@ ef_construction) is built --runs times (hnswlib inserts with several threads, so
 the table gives medians over runs of build time and recall, and p50/p99 latency of single
 queries (one thread, as the app searches) pooled over runs.
 
-The defaults in edge_dse/store/ann.py (AnnIndex.DEFAULTS: M=16, ef_construction=200,
-ef_search=160) came from `python -m bench.ann_recall --large` on synthetic data (N=10k: 3 runs;
-N=100k: 1 run), dim 384, 200 queries, a 2-core shared AMD EPYC; its docstring has the rows
-that decided. Build times on a shared machine vary up to 2x between runs; recall does not.
+The build parameters in edge_dse/store/ann.py (AnnIndex.DEFAULTS: M=16, ef_construction=200)
+came from `python -m bench.ann_recall --large` on synthetic data (N=10k: 3 runs; N=100k: 1 run),
+dim 384, 200 queries, a 2-core shared AMD EPYC; ef_search=320 from the real-embedding sweep of
+`python -m bench.search --ef ...`. Its docstring has the rows that decided. Build times on a
+shared machine vary up to 2x between runs; recall does not.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from bench.common import machine, percentile
 
 GRID_M = (8, 16, 32)
 GRID_EF_CONSTRUCTION = (100, 200)
-GRID_EF = (10, 20, 40, 80, 160)
+GRID_EF = (10, 20, 40, 80, 160, 320)
 TARGET_RECALL = 0.98
 K = 10
 

@@ -75,7 +75,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--real", type=int, default=10_000, help="real passages to embed (the rest are jittered replicas)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ef", type=int, nargs="*", default=[], help="also sweep these ef_search values (recall vs HNSW latency)")
     args = ap.parse_args()
+    sweeps = []
 
     from edge_dse import Encoder
 
@@ -83,8 +85,10 @@ def main() -> None:
     texts, vectors = real_vectors(encoder, args.real)
     queries = pydoc_queries(args.queries)
     print(f"# Search latency and recall — {machine()}, {args.threads} threads, model {encoder.id}\n")
-    print("| chunks (real) | insert s | HNSW build s | p50 ms end-to-end | p99 ms | p50 ms ANN only | recall@10 vs exact | catalog MB | index MB | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("Baseline in the same run: exact numpy search (matrix @ query, argpartition) over the same vectors.\n")
+    print("| chunks (real) | insert s | HNSW build s | vector p50 ms end-to-end | p99 ms | hybrid p50 ms | hybrid p99 ms "
+          "| HNSW p50 ms | exact numpy p50 ms | HNSW speed-up | recall@10 vs exact | catalog MB | index MB | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
         folder = Path(tempfile.mkdtemp(prefix="edge-dse-bench-"))
         try:
@@ -98,22 +102,48 @@ def main() -> None:
             exact = ids[np.argsort(-(qv @ matrix.T), axis=1)[:, :10]]
             index = lib._index()
             recall = np.mean([len(set(index.search(q, 10)[0].tolist()) & set(e.tolist())) / 10 for q, e in zip(qv, exact)])
-            end_to_end, ann_only = [], []
+            end_to_end, hybrid, ann_only, exact_only = [], [], [], []
             for q, v in zip(queries, qv):
                 t0 = time.perf_counter()
                 lib.search(q, k=10, mode="vector")
                 end_to_end.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
+                lib.search(q, k=10, mode="hybrid")
+                hybrid.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
                 index.search(v, 10)
                 ann_only.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                top = np.argpartition(-(matrix @ v), 10)[:10]
+                ids[top]
+                exact_only.append((time.perf_counter() - t0) * 1000)
+            default_ef = index.ef_search
+            for ef in args.ef:
+                index.ef_search = ef
+                lat = []
+                hits = 0
+                for v, e in zip(qv, exact):
+                    t0 = time.perf_counter()
+                    got = index.search(v, 10)[0]
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    hits += len(set(got.tolist()) & set(e.tolist()))
+                sweeps.append((size, ef, hits / (10 * len(qv)), percentile(lat, 50), percentile(lat, 99)))
+            index.ef_search = default_ef
             sizes = {p.name: p.stat().st_size / 1e6 for p in folder.iterdir()}
             catalog_mb = sum(v for k, v in sizes.items() if k.startswith("catalog"))
             index_mb = sum(v for k, v in sizes.items() if k.startswith("ann"))
             print(f"| {size} ({min(size, len(texts))}) | {t_insert:.1f} | {t_build:.1f} | {percentile(end_to_end, 50):.2f} | "
-                  f"{percentile(end_to_end, 99):.2f} | {percentile(ann_only, 50):.3f} | {recall:.3f} | {catalog_mb:.0f} | {index_mb:.0f} | {peak_rss_mb():.0f} |")
+                  f"{percentile(end_to_end, 99):.2f} | {percentile(hybrid, 50):.2f} | {percentile(hybrid, 99):.2f} | "
+                  f"{percentile(ann_only, 50):.3f} | {percentile(exact_only, 50):.2f} | "
+                  f"{percentile(exact_only, 50) / percentile(ann_only, 50):.0f}x | {recall:.3f} | {catalog_mb:.0f} | {index_mb:.0f} | {peak_rss_mb():.0f} |")
             lib.close()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+    if sweeps:
+        print("\n| chunks | ef_search | recall@10 vs exact | HNSW p50 ms | HNSW p99 ms |")
+        print("|---:|---:|---:|---:|---:|")
+        for size, ef, rec, p50, p99 in sweeps:
+            print(f"| {size} | {ef} | {rec:.3f} | {p50:.3f} | {p99:.3f} |")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__, config
 from .errors import EdgeDSEError
+from .modes import DEFAULT_MODE
 
 
 def _library(args, **kwargs):
@@ -176,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search the library")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
-    p.add_argument("--mode", choices=["vector", "keyword", "hybrid"], default="hybrid",
-                   help="vector (encoder + HNSW), keyword (FTS5 BM25) or hybrid (both, fused; default)")
+    p.add_argument("--mode", choices=["vector", "keyword", "hybrid"], default=DEFAULT_MODE,
+                   help="vector (encoder + HNSW; default), keyword (FTS5 BM25: exact names and "
+                        "identifiers) or hybrid (both, fused by reciprocal rank)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_search)
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from .store import AnnIndex, Catalog
 
-MODES = ("vector", "keyword", "hybrid")
+from .modes import DEFAULT_MODE, MODES
 # Reciprocal rank fusion constant (Cormack et al. 2009): 60 is the value the paper found robust.
 RRF_K = 60
 # Chunks embedded together: large enough to keep batches full across many small files.
@@ -245,6 +245,7 @@ class Library:
                 raise EdgeDSEError(f"{path} is not in this library (see `edge-dse status` for its folders)")
             removed = self.catalog.remove_folder(path)
             self._refresh_index()
+            self.catalog.reclaim_space()
             return removed
 
     def reindex(self) -> SyncReport:
@@ -292,6 +293,7 @@ class Library:
                 self.catalog.remove_file(path)
                 report.removed += 1
         self._refresh_index()
+        self.catalog.reclaim_space()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -422,7 +424,7 @@ class Library:
         return ids, scores
 
     # -- searching ----------------------------------------------------------------------------
-    def search(self, query: str, k: int = 10, *, mode: str = "hybrid") -> Hits:
+    def search(self, query: str, k: int = 10, *, mode: str = DEFAULT_MODE) -> Hits:
         """The k best chunks for a query. Modes: "vector" (the encoder + HNSW), "keyword"
         (SQLite FTS5 BM25) or "hybrid" (both, merged by reciprocal rank fusion)."""
         if mode not in MODES:

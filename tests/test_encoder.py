@@ -101,3 +101,37 @@ def test_matches_sentence_transformers_under_torch(encoder):
     ours = encoder.encode(texts)
     cos = (ref * ours).sum(axis=1)
     assert cos.min() > 0.97, cos  # int8 vs fp32 torch; the card records the measured figure
+
+
+def test_token_budget_batches_bound_size_and_padding():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edge_dse.encoder import _token_budget_batches
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), st.integers(1, 4096))
+    def check(lengths, batch_size, max_tokens):
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+        batches = _token_budget_batches(order, lengths, batch_size, max_tokens)
+        assert [i for b in batches for i in b] == order  # every text once, in order
+        for b in batches:
+            assert 1 <= len(b) <= batch_size
+            assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens
+
+    check()
+
+
+def test_long_passages_go_in_small_batches(encoder):
+    # 40 passages of 256 tokens would be one 32-text batch without the token budget.
+    from edge_dse.encoder import MAX_BATCH_TOKENS
+
+    calls = []
+    run = encoder._run
+    encoder._run = lambda encs: calls.append(len(encs)) or run(encs)
+    try:
+        encoder.encode(["word " * 400] * 40 + ["short query"] * 40, batch_size=32)
+    finally:
+        del encoder._run
+    assert max(calls[:5]) == MAX_BATCH_TOKENS // encoder.max_length
+    assert 32 in calls[5:]  # the short texts still share full batches

@@ -188,6 +188,22 @@ HOSTILE = [
 ]
 
 
+def test_space_is_reclaimed_past_the_threshold(cat, rng):
+    cat.add_folder("/docs")
+    for i in range(40):
+        put(cat, rng, f"/docs/f{i}.txt", 20)
+    cat._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    full = cat.path.stat().st_size
+    assert not cat.reclaim_space()  # nothing free yet: no VACUUM
+    for i in range(35):
+        cat.remove_file(f"/docs/f{i}.txt")
+    assert cat.free_fraction() > 0.5
+    assert cat.reclaim_space()
+    assert cat.free_fraction() == 0 and cat.path.stat().st_size < full / 2
+    assert len(cat.all_ids()) == 5 * 20  # what was kept is still there, vectors and text
+    assert cat.get_chunks([int(cat.all_ids()[0])])[0].text.endswith("part 0")
+
+
 @pytest.fixture(scope="module")
 def searchable(tmp_path_factory):
     cat = Catalog(tmp_path_factory.mktemp("kw") / "catalog.db")

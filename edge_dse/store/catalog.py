@@ -41,6 +41,9 @@ SCHEMA_VERSION = 1
 # How long a connection waits for another's SQLite lock before giving up (seconds). Only
 # checkpoints and the rare overlap of a reader's snapshot with a writer make this wait.
 BUSY_TIMEOUT_S = 10.0
+# Free pages past this share of the file trigger a VACUUM after a sync or remove: deleting or
+# re-embedding a big folder frees its vector blobs, and only VACUUM gives the disk back.
+RECLAIM_FRACTION = 0.25
 
 # SQLite's default limit on bound parameters is 32766 since 3.32, 999 before: stay under both.
 _IN_BATCH = 900
@@ -576,6 +579,24 @@ class Catalog:
     def errors(self) -> list[tuple[str, str]]:
         with self._lock:
             return [(p, e or "") for p, e in self._conn.execute("SELECT path, error FROM files WHERE status = 'error' ORDER BY path")]
+
+    def free_fraction(self) -> float:
+        """The share of the file's pages that deletions left empty (SQLite reuses them, but
+        the file never shrinks by itself)."""
+        with self._lock:
+            pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+            free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return free / pages if pages else 0.0
+
+    def reclaim_space(self, threshold: float = RECLAIM_FRACTION) -> bool:
+        """VACUUM when more than `threshold` of the file is free pages; returns whether it did.
+        The caller holds the writer lock; WAL readers keep reading through it."""
+        if self.readonly or self._depth or self.free_fraction() <= threshold:
+            return False
+        with self._lock:
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
 
     def close(self) -> None:
         with self._lock:
