@@ -181,7 +181,9 @@ def make_many_files(folder: Path, n: int) -> None:
     keys = list(TOPICS)
     for i in range(n):
         title, body, _ = TOPICS[keys[i % len(keys)]]
-        paras = "\n\n".join(f"Note {i}.{j}: {body}" for j in range(6))
+        # ~6 chunks a file: 60 files make ~380 chunks, more than one embedding group (256), so
+        # a sync commits in several steps and a kill can land between them.
+        paras = "\n\n".join(f"Note {i}.{j}: {body}" for j in range(24))
         (folder / f"note-{i:03d}.md").write_text(f"# {title} ({i})\n\n{paras}\n", encoding="utf-8")
 
 
