@@ -25,6 +25,7 @@ POOLINGS = ("mean", "cls", "none")
 # passages of 256 tokens peak at ~760 MB RSS in onnxruntime; 8 x 256 peaks at ~280 MB at the
 # same speed (measured on the baseline, 512 Python docs passages, 2 threads; see the issue note).
 MAX_BATCH_TOKENS = 2048
+TOKENIZE_WINDOW = 1024  # texts tokenised per encode_batch call (bounds the Encoding objects alive)
 
 
 def passage_text(text: str, heading: str = "") -> str:
@@ -151,34 +152,42 @@ class Encoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not len(texts):
             return out
-        encodings = self._tokenizer.encode_batch([prefix + t for t in texts])
+        # Token ids kept as small arrays: a tokenizers Encoding also holds offsets, tokens and
+        # masks (~100 bytes a token), which for 15k passages is most of a gigabyte.
+        ids: list = []
+        types: list = []
+        for lo in range(0, len(texts), TOKENIZE_WINDOW):
+            for enc in self._tokenizer.encode_batch([prefix + t for t in texts[lo : lo + TOKENIZE_WINDOW]]):
+                ids.append(np.asarray(enc.ids, dtype=np.int32))
+                types.append(np.asarray(enc.type_ids, dtype=np.int8))
+        lengths = [len(x) for x in ids]
         # Sorting by length keeps the padding in each batch small: long and short texts are
         # not mixed, which matters most on a CPU.
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids), reverse=True)
-        batches = _token_budget_batches(order, [len(e.ids) for e in encodings], batch_size, max_batch_tokens)
+        order = sorted(range(len(ids)), key=lengths.__getitem__, reverse=True)
+        batches = _token_budget_batches(order, lengths, batch_size, max_batch_tokens)
         if progress:
             from tqdm import tqdm
 
             batches = tqdm(batches, desc="embedding", unit="batch", leave=False)
         for batch in batches:
-            out[batch] = self._run([encodings[i] for i in batch])
+            out[batch] = self._run([ids[i] for i in batch], [types[i] for i in batch])
         if normalize if normalize is not None else self.normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)
         return out
 
-    def _run(self, encodings) -> "np.ndarray":
+    def _run(self, token_ids: list, type_ids: list) -> "np.ndarray":
         import numpy as np
 
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        width = max(len(t) for t in token_ids)
+        ids = np.zeros((len(token_ids), width), dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
+        for row, (tok, typ) in enumerate(zip(token_ids, type_ids)):
+            n = len(tok)
+            ids[row, :n] = tok
             mask[row, :n] = 1
-            types[row, :n] = enc.type_ids
+            types[row, :n] = typ
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         feeds = {k: v for k, v in feeds.items() if k in self._input_names}
         hidden = self._session.run([self._output], feeds)[0]

@@ -9,8 +9,9 @@ Layout of a library folder:
 
 Syncing is incremental: a file whose size and mtime are unchanged is skipped; one whose bytes
 hash the same is only re-stamped; a renamed or copied file reuses the vectors of the content
-it had; only new content is extracted, chunked and embedded. Each file is committed in its own
-transaction, so a crash loses at most the file in flight.
+it had; only new content is extracted, chunked and embedded. Files are embedded in groups of
+EMBED_GROUP_CHUNKS chunks and then each is committed in its own transaction, so a crash loses only
+the group in flight; the next sync redoes just that.
 """
 
 from __future__ import annotations
