@@ -76,7 +76,7 @@ def cmd_search(args) -> int:
         print(f"{hit.rank:>2}  {hit.score:.4f}  {hit.path}{where}  (chars {hit.start}-{hit.end})")
         snippet = " ".join(hit.text.split())
         print(textwrap.indent(textwrap.shorten(snippet, width=220, placeholder=" ..."), "    "))
-    timing = ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in hits.timings.items())
+    timing = ", ".join(f"{k[:-3].replace('_', ' ')} {v:.1f} ms" for k, v in hits.timings.items())
     _say(args, f"[{hits.mode}] {timing}")
     return 0
 
@@ -151,20 +151,39 @@ def cmd_export(args) -> int:
     return export.main(args.export_args)
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-l", "--library", default=default(None),
+                        help=f"library folder (default: ${config.ENV_HOME} or {config.default_library_dir()})")
+    parser.add_argument("-m", "--model", default=default(None),
+                        help="shipped model name or model folder (default: the shipped model)")
+    parser.add_argument("--threads", type=int, default=default(None), help="encoder threads (default: usable cores, max 8)")
+    parser.add_argument("--wait", type=float, default=default(0.0), metavar="SECONDS",
+                        help="wait this long for another process writing the library (default: fail at once)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress bars or summaries")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-dse",
         description="Private semantic search over your own files, on your own CPU, offline.",
     )
     parser.add_argument("--version", action="version", version=f"edge-dse {__version__}")
-    parser.add_argument("-l", "--library", default=None,
-                        help=f"library folder (default: ${config.ENV_HOME} or {config.default_library_dir()})")
-    parser.add_argument("-m", "--model", default=None, help="shipped model name or model folder (default: the shipped model)")
-    parser.add_argument("--threads", type=int, default=None, help="encoder threads (default: usable cores, max 8)")
-    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait this long for another process writing the library (default: fail at once)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
+    _add_global_options(parser, defaults=True)
+    # The same options after the command (`edge-dse search QUERY --library DIR`); SUPPRESS keeps
+    # a value given before the command when it is not repeated after it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_parser = sub.add_parser
+
+    def add_parser(name, **kwargs):
+        parents = [] if name == "export" else [common]  # export passes its arguments through
+        return _add_parser(name, parents=parents, **kwargs)
+
+    sub.add_parser = add_parser
 
     p = sub.add_parser("index", help="add folders to the library and index them")
     p.add_argument("paths", nargs="+", metavar="PATH")

@@ -171,8 +171,16 @@ class Library:
             raise ModelMismatchError(
                 f"library {self.path} was built with model {stored!r} (dim {stored_dim}), not "
                 f"{card['id']!r} (dim {card['dim']}): open it with that model, or re-embed it with "
-                f"`edge-dse reindex --library {self.path}`"
+                f"`edge-dse reindex --library {self.path}{self._model_option()}`"
             )
+
+    def _model_option(self) -> str:
+        """The --model option that names this Library's model on the command line ("" = default)."""
+        if self._model_arg is None:
+            return ""
+        arg = self._model_arg.path if isinstance(self._model_arg, Encoder) else self._model_arg
+        is_folder = os.path.isdir(arg)
+        return f" --model {os.path.abspath(arg) if is_folder else arg}"
 
     def _record_model(self) -> None:
         card = self.model_card
@@ -439,6 +447,10 @@ class Library:
         depth = max(k, 50) if mode == "hybrid" else k
         ranked: dict[str, list[tuple[int, float]]] = {}
         if mode in ("vector", "hybrid"):
+            if self._encoder is None:  # the first vector search of this Library loads the model
+                t0 = time.perf_counter()
+                self.encoder
+                timings["model_load_ms"] = (time.perf_counter() - t0) * 1000
             t0 = time.perf_counter()
             qv = self.encoder.encode([query], kind="query")[0]
             t1 = time.perf_counter()
@@ -468,7 +480,7 @@ class Library:
             for i, r in enumerate(rows[:k])
         ]
         timings["total_ms"] = sum(timings.values())
-        return Hits(hits, timings, mode)
+        return Hits(hits, {k: round(v, 3) for k, v in timings.items()}, mode)
 
     # -- reporting ----------------------------------------------------------------------------
     def status(self) -> dict:

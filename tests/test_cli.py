@@ -27,6 +27,10 @@ def test_index_search_status_remove_round_trip(tmp_path, corpus):
     info = json.loads(status.stdout)
     assert info["files"] == 7 and info["folders"] == 1 and info["index_generation"] == info["generation"]
 
+    # global options also work after the command, as users type them
+    after = run_cli("search", "lentils", "--mode", "keyword", "--library", str(tmp_path / "home"), "-k", "1")
+    assert after.returncode == 0 and after.stdout.split()[2].endswith("notes.txt"), after.stderr
+
     removed = run_cli("remove", str(corpus), env=env)
     assert removed.returncode == 0 and "7 files" in removed.stderr
     assert run_cli("search", "lentils", env=env).stdout.strip() == "no results"
