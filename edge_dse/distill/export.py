@@ -28,7 +28,6 @@ import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Sequence
 
 from .. import config as _config  # noqa: F401  (offline environment before any HF/ORT import)
 from ..errors import EdgeDSEError
+from .data import APT_LISTS, translation_files, translation_records  # the one Translation-en parser
 
 for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ORT_DISABLE_TELEMETRY"):
     os.environ.setdefault(_key, "1")
@@ -186,42 +186,6 @@ def describe_source(source: str | Path, model_dir: Path) -> dict:
 
 
 # -- real text for measuring -------------------------------------------------------------------
-APT_LISTS = Path("/var/lib/apt/lists")
-
-
-def _read_apt_index(path: Path) -> str:
-    if path.suffix in (".lz4", ".gz", ".xz", ".zst", ".bz2"):
-        helper = Path("/usr/lib/apt/apt-helper")
-        if path.suffix == ".gz":
-            import gzip
-
-            return gzip.decompress(path.read_bytes()).decode("utf-8", "replace")
-        if path.suffix == ".xz":
-            import lzma
-
-            return lzma.decompress(path.read_bytes()).decode("utf-8", "replace")
-        if not helper.is_file():
-            raise EdgeDSEError(f"cannot read {path}: needs apt-helper (Debian's apt)")
-        return subprocess.run([str(helper), "cat-file", str(path)], check=True, capture_output=True).stdout.decode("utf-8", "replace")
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-def _description_body(lines: list[str]) -> str:
-    """A Debian long description (RFC-822 continuation lines) -> plain paragraphs."""
-    paragraphs, current = [], []
-    for line in lines:
-        line = line[1:] if line.startswith(" ") else line
-        if line.strip() == ".":
-            if current:
-                paragraphs.append(" ".join(current))
-            current = []
-        else:
-            current.append(line.strip())
-    if current:
-        paragraphs.append(" ".join(current))
-    return "\n\n".join(p for p in paragraphs if p)
-
-
 def debian_texts(n_docs: int = 500, n_queries: int = 500, *, seed: int = 0, max_chars: int = 1500,
                  lists_dir: Path = APT_LISTS) -> tuple[list[str], list[str], str]:
     """A seeded sample of Debian package descriptions: long descriptions as documents (cut to
@@ -232,29 +196,11 @@ def debian_texts(n_docs: int = 500, n_queries: int = 500, *, seed: int = 0, max_
     Acquire::Languages "none" have only synopses, so fetch them with
     `apt-get update -o Acquire::Languages=en` (a later plain `apt-get update` deletes them again).
     """
-    files = sorted(Path(lists_dir).glob("*_i18n_Translation-en*")) if Path(lists_dir).is_dir() else []
-    # Only the release itself (not -security / -updates, which change weekly): a stable sample.
-    files = [f for f in files if not re.search(r"_dists_[^_]+-(security|updates|backports)_", f.name)] or files
-    if not files:
-        raise EdgeDSEError(f"no Debian package descriptions under {lists_dir} (no *_i18n_Translation-en*): "
-                           "run `apt-get update -o Acquire::Languages=en` (a plain `apt-get update` removes them), "
-                           "or pass other measure texts")
+    files = translation_files(lists_dir)
     seen: dict[str, tuple[str, str]] = {}
-    for path in files:
-        for record in _read_apt_index(path).split("\n\n"):
-            lines = record.split("\n")
-            for i, line in enumerate(lines):
-                if line.startswith("Description-en:"):
-                    synopsis = line.split(":", 1)[1].strip()
-                    body_lines = []
-                    for cont in lines[i + 1:]:
-                        if not cont.startswith(" "):
-                            break
-                        body_lines.append(cont)
-                    body = _description_body(body_lines)
-                    if len(body.split()) >= 20 and len(synopsis.split()) >= 3 and body not in seen:
-                        seen[body] = (synopsis, body)
-                    break
+    for _package, synopsis, body in translation_records(files):
+        if len(body.split()) >= 20 and len(synopsis.split()) >= 3 and body not in seen:
+            seen[body] = (synopsis, body)
     pairs = sorted(seen.values(), key=lambda p: hashlib.sha256(p[1].encode()).hexdigest())
     n = max(n_docs, n_queries)
     if len(pairs) < n:
