@@ -296,3 +296,13 @@ def test_import_edge_dse_leaves_torch_out():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_plain_import_loads_no_heavy_module():
+    """`import edge_dse` stays fast: numpy, onnxruntime, tokenizers, hnswlib load on first use."""
+    code = (
+        "import sys, edge_dse;"
+        "print(','.join(m for m in ('numpy', 'onnxruntime', 'tokenizers', 'hnswlib', 'sqlite_utils', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
