@@ -62,14 +62,17 @@ def cmd_sync(args) -> int:
 
 
 def cmd_search(args) -> int:
+    # Undecodable bytes in argv arrive as lone surrogates, which no UTF-8 output can print:
+    # echo them as U+FFFD, as the search reads them.
+    query = args.query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     with _library(args, readonly=True) as lib:
-        hits = lib.search(args.query, k=args.k, mode=args.mode)
+        hits = lib.search(query, k=args.k, mode=args.mode)
     if args.json:
-        print(json.dumps({"query": args.query, "mode": hits.mode, "timings_ms": hits.timings,
+        print(json.dumps({"query": query, "mode": hits.mode, "timings_ms": hits.timings,
                           "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
         return 0
     if not hits:
-        print("no results" + ("" if args.query.strip() else " (empty query)"))
+        print("no results" + ("" if query.strip() else " (empty query)"))
         return 0
     for hit in hits:
         where = f"  [{hit.heading}]" if hit.heading else ""

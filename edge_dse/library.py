@@ -16,10 +16,13 @@ the group in flight; the next sync redoes just that.
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
 import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,6 +95,51 @@ class SyncReport:
             f"{self.unchanged} unchanged, {self.removed} removed, {self.failed} failed; "
             f"{self.chunks} chunks embedded in {self.seconds:.1f} s"
         )
+
+
+def _sqlite_code(exc: BaseException) -> int:
+    """The primary SQLite result code of an error (Python >= 3.11 gives the extended one)."""
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return _sqlite_code(exc) == 13 or "disk is full" in str(exc)  # SQLITE_FULL
+
+
+def _damaged(exc: BaseException) -> bool:
+    """SQLite errors that mean the catalog file is damaged. quick_check on open sees broken page
+    structure, not bytes damaged inside a record: those show only when a query reads them."""
+    if _sqlite_code(exc) in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
+        return True
+    return any(s in str(exc) for s in ("malformed", "not a database", "Could not decode to UTF-8"))
+
+
+def _user_errors(method):
+    """Turn a full disk or a damaged catalog met mid-way into a one-line EdgeDSEError that names
+    the fix, instead of a raw sqlite3/OS error (a traceback on the command line)."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Library", *args, **kwargs):
+        import sqlite3
+
+        from .store.catalog import _corrupt
+
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if _disk_full(exc):
+                raise EdgeDSEError(
+                    f"disk full while writing library {self.path}: free some space and run the command again "
+                    f"(everything committed so far is kept; `edge-dse sync` goes on where it stopped)"
+                ) from exc
+            if isinstance(exc, sqlite3.DatabaseError) and _damaged(exc):
+                # One short line: a decode error quotes the damaged text, newlines and all.
+                raise _corrupt(self.catalog.path, " ".join(str(exc).split())[:120]) from exc
+            raise
+
+    return wrapper
 
 
 def _read_card(model: str | os.PathLike | Encoder | None) -> tuple[dict, Path | None]:
@@ -218,21 +266,31 @@ class Library:
             "include_hidden": self.include_hidden,
         }
 
+    @_user_errors
     def add(self, *folders: str | os.PathLike) -> SyncReport:
         """Add folders to the library and index them (an already added folder is re-synced)."""
         if not folders:
             raise EdgeDSEError("name at least one folder to add")
+        from .ingest.discover import printable
+
         paths = []
         for folder in folders:
             path = Path(folder).expanduser()
             if not path.is_dir():
                 raise EdgeDSEError(f"{folder}: not a folder (give the path of a folder to index)")
-            paths.append(os.path.abspath(path))
+            path = os.path.abspath(path)
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes: the catalog stores paths as text
+                raise EdgeDSEError(f"{printable(Path(path))}: the folder's path is not valid UTF-8 text: "
+                                   f"rename it to index it") from None
+            paths.append(path)
         with self._writing():
             for path in paths:
                 self.catalog.add_folder(path)
             return self._sync(paths)
 
+    @_user_errors
     def sync(self, folders: Sequence[str | os.PathLike] | None = None) -> SyncReport:
         """Bring the library up to date with its folders: new, changed, renamed, deleted files."""
         with self._writing():
@@ -246,6 +304,7 @@ class Library:
                     raise EdgeDSEError(f"{unknown[0]} is not in this library: add it with `edge-dse index {unknown[0]}`")
             return self._sync(targets)
 
+    @_user_errors
     def remove(self, folder: str | os.PathLike) -> int:
         """Remove a folder (its files and chunks) from the library; returns files removed."""
         path = os.path.abspath(Path(folder).expanduser())
@@ -257,6 +316,7 @@ class Library:
             self.catalog.reclaim_space()
             return removed
 
+    @_user_errors
     def reindex(self) -> SyncReport:
         """Re-embed every folder with this library's current model (after a model change)."""
         with self._writing():
@@ -433,6 +493,7 @@ class Library:
         return ids, scores
 
     # -- searching ----------------------------------------------------------------------------
+    @_user_errors
     def search(self, query: str, k: int = 10, *, mode: str = DEFAULT_MODE) -> Hits:
         """The k best chunks for a query. Modes: "vector" (the encoder + HNSW), "keyword"
         (SQLite FTS5 BM25) or "hybrid" (both, merged by reciprocal rank fusion)."""
@@ -441,6 +502,9 @@ class Library:
         if k < 1:
             raise EdgeDSEError(f"k must be at least 1 (got {k})")
         query = (query or "")[:MAX_QUERY_CHARS]
+        # Lone surrogates (undecodable bytes in argv) cannot be encoded for the tokenizer: U+FFFD.
+        # NFKC as the documents' text (ingest.extract.normalise): "ｆｕｌｌ" finds "full" by vector too.
+        query = unicodedata.normalize("NFKC", query.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
         timings: dict[str, float] = {}
         if not query.strip():
             return Hits([], timings, mode)
@@ -483,6 +547,7 @@ class Library:
         return Hits(hits, {k: round(v, 3) for k, v in timings.items()}, mode)
 
     # -- reporting ----------------------------------------------------------------------------
+    @_user_errors
     def status(self) -> dict:
         """Counts, folders, the model, failed files and the index state."""
         counts = self.catalog.counts()

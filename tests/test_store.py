@@ -591,6 +591,22 @@ def test_ann_killed_while_saving_recovers(tmp_path, rng):
     cat.close()
 
 
+
+def test_save_with_nothing_new_still_drops_files_of_a_save_killed_after_its_commit(tmp_path, rng):
+    # The state a writer leaves when killed between the sidecar rename and its clean-up:
+    # the committed index plus the previous save's files.
+    cat = Catalog(tmp_path / "catalog.db")
+    fill(cat, rng, 5)
+    AnnIndex.open(tmp_path, DIM, cat)
+    for suffix in (".hnsw", ".ids.npy"):
+        (tmp_path / f"ann.0123456789abcdef{suffix}").write_bytes(b"left by a killed writer")
+    index = AnnIndex.open(tmp_path, DIM, cat)
+    assert index.source == "loaded"
+    index.save()
+    assert len(list(tmp_path.glob("ann.*.hnsw"))) == 1 and len(list(tmp_path.glob("ann.*.ids.npy"))) == 1
+    assert not list(tmp_path.glob("ann.0123456789abcdef*"))
+    cat.close()
+
 # -- writer lock ----------------------------------------------------------------------------
 HOLDER = """
 import sys, time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -48,6 +49,20 @@ def is_supported(path: Path) -> bool:
     return suffix in SUPPORTED_SUFFIXES or (not suffix and name in SUPPORTED_NAMES)
 
 
+def _decodable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as lone surrogates
+        return False
+
+
+def printable(path: Path) -> Path:
+    """A path holding undecodable bytes, as text that SQLite can store and a user can read
+    (each bad byte as \\xNN): a skipped file must be recorded under a name, or the sync fails."""
+    return Path(os.fsencode(path).decode("utf-8", "backslashreplace"))
+
+
 def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB"
 
@@ -82,20 +97,24 @@ def discover(root: Path, *, ignore_dirs=DEFAULT_IGNORE_DIRS, max_bytes: int = DE
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if name not in ignore_dirs:
-                        subdirs.append(path)
+                    if name in ignore_dirs:
+                        continue
+                    if not _decodable(name):  # every path under it would be undecodable too
+                        yield SkippedFile(printable(path), "folder name is not valid text (undecodable bytes): "
+                                                           "its files are skipped")
+                        continue
+                    subdirs.append(path)
                     continue
                 if not is_supported(path):
                     continue
-                try:
-                    path.name.encode("utf-8")
-                except UnicodeEncodeError:
-                    yield SkippedFile(path, "file name is not valid text (undecodable bytes)")
+                if not _decodable(name):
+                    yield SkippedFile(printable(path), "file name is not valid text (undecodable bytes)")
                     continue
                 if entry.is_symlink():
-                    target = os.path.realpath(path)
-                    if not os.path.exists(target):
-                        yield SkippedFile(path, "dangling symlink")
+                    try:
+                        target = os.path.realpath(path, strict=True)
+                    except OSError as exc:
+                        yield SkippedFile(path, "symlink loop" if exc.errno == errno.ELOOP else "dangling symlink")
                         continue
                     if not (target == real_root or target.startswith(real_root + os.sep)):
                         yield SkippedFile(path, "symlink points outside the folder")

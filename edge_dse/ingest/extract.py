@@ -74,16 +74,23 @@ def _cp1252_ok(data: bytes) -> bool:
         return False
 
 
-_ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
-_SETEXT = re.compile(r"^(?P<title>[^\n]*\S[^\n]*)\n(?P<rule>=+|-+)[ \t]*$", re.M)
+# Both patterns match in linear time: trailing "#"s and blanks are stripped in code, and a title
+# is any line, checked for text in code. The obvious forms ((.+?)[ \t#]*$ and [^\n]*\S[^\n]*)
+# backtrack quadratically on a long line: a 10 MB single-line .md file hung the sync.
+_ATX = re.compile(r"^(#{1,6})[ \t]+(.+)$", re.M)
+_SETEXT = re.compile(r"^(?P<title>[^\n]+)\n(?P<rule>=+|-+)[ \t]*$", re.M)
 _RST_ADORN = re.compile(r"^([=\-~^\"'`#*+:.<>_])\1{2,}[ \t]*$")
 
 
 def markdown_headings(text: str) -> list[Heading]:
-    heads = [Heading(m.start(), len(m.group(1)), m.group(2).strip()) for m in _ATX.finditer(text)]
+    heads = []
+    for m in _ATX.finditer(text):
+        title = m.group(2).rstrip(" \t#").strip()
+        if title:
+            heads.append(Heading(m.start(), len(m.group(1)), title))
     for m in _SETEXT.finditer(text):
         title = m.group("title").strip()
-        if not title.startswith(("#", "-", "*", ">", "|")) and len(title) < 200:
+        if title and not title.startswith(("#", "-", "*", ">", "|")) and len(title) < 200:
             heads.append(Heading(m.start(), 1 if m.group("rule")[0] == "=" else 2, title))
     return sorted(heads, key=lambda h: h.offset)
 

@@ -362,6 +362,9 @@ class AnnIndex:
         changed since it was loaded or saved."""
         with self._lock:
             if not self._dirty and self._token and (self.folder / SIDECAR).is_file():
+                # Nothing to write, but a writer killed between its commit and its clean-up
+                # leaves the previous save's files behind: drop them now.
+                self._remove_stale_files(self._token)
                 return
             self.folder.mkdir(parents=True, exist_ok=True)
             token = uuid.uuid4().hex[:16]

@@ -283,11 +283,13 @@ class Catalog:
             self._depth, self._writing = 1, True
             try:
                 yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
                 self._conn.execute("COMMIT")
+            except BaseException:
+                # After SQLITE_FULL or an I/O error SQLite may have rolled back already: a second
+                # ROLLBACK would fail and hide the real error ("cannot rollback - no transaction").
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
             finally:
                 self._depth, self._writing = 0, False
 
