@@ -13,11 +13,12 @@ onnxruntime (and never torch).
 from . import config as _config  # noqa: F401  (sets the offline environment first)
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "Library", "Hit", "SyncReport", "EdgeDSEError"]
+__all__ = ["Encoder", "Library", "Reranker", "Hit", "SyncReport", "EdgeDSEError"]
 
 _LAZY = {
     "Encoder": ".encoder",
     "Library": ".library",
+    "Reranker": ".rerank",
     "Hit": ".library",
     "SyncReport": ".library",
     "EdgeDSEError": ".errors",

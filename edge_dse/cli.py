@@ -67,6 +67,10 @@ def cmd_search(args) -> int:
     query = args.query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     with _library(args, readonly=True) as lib:
         hits = lib.search(query, k=args.k, mode=args.mode)
+        if args.rerank and hits:
+            student_timings = hits.timings
+            hits = lib.rerank(query, hits, teacher=args.teacher)
+            hits.timings = {**student_timings, **hits.timings}
     if args.json:
         print(json.dumps({"query": query, "mode": hits.mode, "timings_ms": hits.timings,
                           "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
@@ -76,7 +80,11 @@ def cmd_search(args) -> int:
         return 0
     for hit in hits:
         where = f"  [{hit.heading}]" if hit.heading else ""
-        print(f"{hit.rank:>2}  {hit.score:.4f}  {hit.path}{where}  (chars {hit.start}-{hit.end})")
+        moved = ""
+        if hit.student_rank is not None:  # after a rerank: where the student had it
+            step = hit.student_rank - hit.rank
+            moved = f"{'↑' + str(step) if step > 0 else '↓' + str(-step) if step < 0 else '='} "
+        print(f"{hit.rank:>2}  {moved}{hit.score:.4f}  {hit.path}{where}  (chars {hit.start}-{hit.end})")
         snippet = " ".join(hit.text.split())
         print(textwrap.indent(textwrap.shorten(snippet, width=220, placeholder=" ..."), "    "))
     timing = ", ".join(f"{k[:-3].replace('_', ' ')} {v:.1f} ms" for k, v in hits.timings.items())
@@ -146,6 +154,25 @@ def cmd_embed(args) -> int:
     return 0 if result.rows or not result.errors else 1
 
 
+def _train_command(name: str, module: str, argv: list[str]) -> int:
+    """Commands that need the train extra (torch, optimum), passed their own arguments."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f".distill.{module}", __package__)
+    except ImportError as exc:  # torch/optimum missing: the train extra is not installed
+        raise EdgeDSEError(f"`edge-dse {name}` needs the train extra ({exc.name} is missing): pip install -e '.[train]'") from exc
+    return mod.main(argv) or 0
+
+
+def cmd_distill(args) -> int:
+    return _train_command("distill", "pipeline", args.pass_args)
+
+
+def cmd_eval(args) -> int:
+    return _train_command("eval", "evaluate", args.pass_args)
+
+
 def cmd_export(args) -> int:
     try:
         from .distill import export
@@ -168,6 +195,9 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress bars or summaries")
 
 
+PASS_THROUGH = ("export", "distill", "eval")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-dse",
@@ -183,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parser = sub.add_parser
 
     def add_parser(name, **kwargs):
-        parents = [] if name == "export" else [common]  # export passes its arguments through
+        parents = [] if name in PASS_THROUGH else [common]  # these pass their arguments through
         return _add_parser(name, parents=parents, **kwargs)
 
     sub.add_parser = add_parser
@@ -203,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vector (encoder + HNSW; default), keyword (FTS5 BM25: exact names and "
                         "identifiers) or hybrid (both, fused by reciprocal rank)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--rerank", action="store_true", help="re-order the hits with the teacher (slower, better)")
+    p.add_argument("--teacher", default=None, help="teacher folder for --rerank (default: the shipped teacher)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("status", help="folders, counts, model, failed files")
@@ -225,12 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("export_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("distill", help="make the teacher and the student, end to end (train extra; --help for options)",
+                       add_help=False)
+    p.add_argument("pass_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("eval", help="every model on the held-out splits (train extra; --help for options)", add_help=False)
+    p.add_argument("pass_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in PASS_THROUGH:  # their own parsers (argparse's REMAINDER drops a leading --help)
+            return {"export": cmd_export, "distill": cmd_distill, "eval": cmd_eval}[argv[0]](
+                argparse.Namespace(export_args=argv[1:], pass_args=argv[1:]))
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except EdgeDSEError as exc:
         print(f"edge-dse: error: {exc}", file=sys.stderr)

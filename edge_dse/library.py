@@ -24,7 +24,7 @@ import os
 import time
 import unicodedata
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -34,6 +34,8 @@ from .errors import EdgeDSEError, ModelMismatchError
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .rerank import Reranker
 
     from .store import AnnIndex, Catalog
 
@@ -59,6 +61,7 @@ class Hit:
     end: int
     heading: str
     chunk_id: int
+    student_rank: int | None = None  # after a teacher rerank: the rank the student gave it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,6 +199,7 @@ class Library:
         self._model: tuple[dict, Path | None] | None = None
         self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
         self._ann: AnnIndex | None = None
+        self._rerankers: dict[str, "Reranker"] = {}
         if not allow_model_change:
             self._check_model()
 
@@ -545,6 +549,30 @@ class Library:
         ]
         timings["total_ms"] = sum(timings.values())
         return Hits(hits, {k: round(v, 3) for k, v in timings.items()}, mode)
+
+    @_user_errors
+    def rerank(self, query: str, hits: Sequence[Hit], *, teacher: str | os.PathLike | None = None) -> Hits:
+        """The hits re-ordered by the teacher (a cross-encoder reading query and chunk together):
+        slower per hit than the student, so it only sees the student's top hits. Each returned
+        Hit has the teacher's score and, in `student_rank`, where the student had it."""
+        from .encoder import passage_text
+        from .rerank import Reranker
+
+        timings: dict[str, float] = {}
+        key = str(teacher or "")
+        if key not in self._rerankers:
+            t0 = time.perf_counter()
+            self._rerankers[key] = Reranker(teacher, threads=self.threads)
+            timings["teacher_load_ms"] = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        query = unicodedata.normalize("NFKC", (query or "")[:MAX_QUERY_CHARS])
+        order = self._rerankers[key].rerank(query, [passage_text(h.text, h.heading) for h in hits])
+        timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
+        out = [
+            replace(hits[r.index], rank=new_rank + 1, score=round(r.score, 6), student_rank=hits[r.index].rank)
+            for new_rank, r in enumerate(order)
+        ]
+        return Hits(out, {k: round(v, 3) for k, v in timings.items()}, getattr(hits, "mode", DEFAULT_MODE))
 
     # -- reporting ----------------------------------------------------------------------------
     @_user_errors

@@ -246,9 +246,17 @@ def test_st_folder_cls_pooling_and_unsupported_modules(tiny, tmp_path):
     write_st_files(folder, pooling="cls")
     assert ex.read_source_info(folder)["pooling"] == "cls"
     modules = json.loads((folder / "modules.json").read_text())
+    # A Dense projection is supported only without an activation (it must commute with pooling).
     modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
     (folder / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(EdgeDSEError, match="Dense"):
+    (folder / "3_Dense").mkdir()
+    (folder / "3_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 8, "bias": True,
+                                                               "activation_function": "torch.nn.modules.activation.Tanh"}))
+    with pytest.raises(EdgeDSEError, match="Dense activation .*Tanh.* not supported"):
+        ex.read_source_info(folder)
+    modules[-1] = {"idx": 3, "name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(EdgeDSEError, match="LayerNorm"):
         ex.read_source_info(folder)
 
 

@@ -94,7 +94,8 @@ def _cached_vectors(encoder, texts: Sequence[str], kind: str, cache: Path | None
     """Embeddings of texts, cached on disk by model and content (embedding is the slow step)."""
     if cache is not None:
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
-        path = cache / f"{encoder.id.replace('/', '_')}-{kind}-{len(texts)}-{digest}.npy"
+        length = getattr(encoder, "max_length", "")  # the same texts cut at another length embed otherwise
+        path = cache / f"{encoder.id.replace('/', '_')}-{length}-{kind}-{len(texts)}-{digest}.npy"
         if path.is_file():
             return np.load(path)
     vectors = encoder.encode(list(texts), kind=kind, progress=True)

@@ -141,6 +141,8 @@ def read_source_info(model_dir: Path) -> dict:
                 info["pooling_dim"] = pool.get("word_embedding_dimension")
             elif kind == "Normalize":
                 info["normalize"] = True
+            elif kind == "Dense":
+                info["dense_dir"] = sub
             else:
                 raise EdgeDSEError(f"{model_dir}/modules.json: module {module.get('type')!r} is not supported "
                                    "(the exported graph would leave it out): Transformer, Pooling and Normalize only")
@@ -152,6 +154,8 @@ def read_source_info(model_dir: Path) -> dict:
     if not hf_config:
         raise EdgeDSEError(f"{transformer_dir} has no config.json: not a Hugging Face model folder")
     info["dim"] = int(hf_config.get("hidden_size") or hf_config.get("d_model") or 0)
+    if info.get("dense_dir"):
+        info["dim"] = int(read_dense(info["dense_dir"])[0].shape[0])
     info["max_positions"] = hf_config.get("max_position_embeddings")
     if info["max_length"] is None:
         tok_config = _read_json(transformer_dir / "tokenizer_config.json") or {}
@@ -159,6 +163,50 @@ def read_source_info(model_dir: Path) -> dict:
         candidates = [int(x) for x in (limit, info["max_positions"]) if isinstance(x, (int, float)) and 0 < x < 100_000]
         info["max_length"] = min(candidates) if candidates else 512
     return info
+
+
+def read_dense(dense_dir: Path):
+    """A sentence-transformers Dense module (a linear projection, identity activation) as numpy
+    (weight (out, in), bias (out,)). Other activations are refused: they do not commute with
+    mean pooling, which append_projection relies on."""
+    import numpy as np
+
+    config = _read_json(dense_dir / "config.json") or {}
+    activation = str(config.get("activation_function", "torch.nn.modules.linear.Identity"))
+    if not activation.endswith("Identity"):
+        raise EdgeDSEError(f"{dense_dir}: Dense activation {activation} is not supported (identity only)")
+    if (dense_dir / "model.safetensors").is_file():
+        from safetensors.numpy import load_file
+
+        state = load_file(str(dense_dir / "model.safetensors"))
+    else:
+        import torch
+
+        state = {k: v.numpy() for k, v in torch.load(dense_dir / "pytorch_model.bin", map_location="cpu").items()}
+    weight = np.asarray(state["linear.weight"], dtype=np.float32)
+    bias = np.asarray(state.get("linear.bias", np.zeros(weight.shape[0])), dtype=np.float32)
+    return weight, bias
+
+
+def append_projection(model_path: Path, weight, bias, out_path: Path, *, source: str = "last_hidden_state",
+                      output: str = "token_embeddings") -> Path:
+    """Add `output` = source @ weight.T + bias to the graph: the projection per token. Mean
+    pooling of projected tokens equals projecting the mean (the mask weights sum to one), so the
+    run-time encoder pools `output` as it pools any graph and gets the Dense module's vectors."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.ascontiguousarray(weight.T), "projection.weight_t"),
+                              numpy_helper.from_array(bias, "projection.bias")])
+    graph.node.extend([helper.make_node("MatMul", [source, "projection.weight_t"], ["projection.matmul"], name="/projection/MatMul"),
+                       helper.make_node("Add", ["projection.matmul", "projection.bias"], [output], name="/projection/Add")])
+    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch_size", "sequence_length", int(weight.shape[0])]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out_path))
+    return out_path
 
 
 def describe_source(source: str | Path, model_dir: Path) -> dict:
@@ -295,7 +343,7 @@ def pool(hidden, mask, pooling: str):
 
 
 def torch_embed(transformer_dir: Path, texts: Sequence[str], *, max_length: int, pooling: str,
-                normalize: bool, batch_size: int = MEASURE_BATCH):
+                normalize: bool, batch_size: int = MEASURE_BATCH, dense_dir: Path | None = None):
     """The reference: the PyTorch model with its own Hugging Face tokenizer, pooled like
     sentence-transformers (mean over the mask, then L2-normalised)."""
     import numpy as np
@@ -304,6 +352,7 @@ def torch_embed(transformer_dir: Path, texts: Sequence[str], *, max_length: int,
 
     tokenizer = AutoTokenizer.from_pretrained(str(transformer_dir))
     model = AutoModel.from_pretrained(str(transformer_dir)).eval()
+    dense = [torch.from_numpy(a) for a in read_dense(dense_dir)] if dense_dir else None
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -315,6 +364,8 @@ def torch_embed(transformer_dir: Path, texts: Sequence[str], *, max_length: int,
                 pooled = (hidden * mask).sum(1) / torch.clamp(mask.sum(1), min=1e-9)
             else:
                 pooled = hidden[:, 0]
+            if dense is not None:  # sentence-transformers order: Pooling, Dense, Normalize
+                pooled = pooled @ dense[0].T + dense[1]
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             out.append(pooled.float().numpy())
@@ -490,17 +541,24 @@ def export_model(
             AutoTokenizer.from_pretrained(str(transformer_dir)).save_pretrained(str(work / "tokenizer"))
             tokenizer_src = work / "tokenizer" / "tokenizer.json"
         fp32 = export_fp32(transformer_dir, work / "fp32")
+        inputs, outputs, opset = _onnx_io(fp32)
+        if "last_hidden_state" not in outputs:
+            raise EdgeDSEError(f"the exported graph has no last_hidden_state output (outputs: {outputs})")
+        output = "last_hidden_state"
+        dense_dir = info.get("dense_dir")
+        if dense_dir:  # a learned projection (the student's): appended to the graph, per token
+            weight, bias = read_dense(dense_dir)
+            output = "token_embeddings"
+            fp32 = append_projection(fp32, weight, bias, work / "fp32" / "model.projected.onnx", output=output)
+            log(f"export: appended the Dense projection {weight.shape[1]} -> {weight.shape[0]} as {output!r}")
         tokenizer = load_tokenizer(tokenizer_src, max_length)
         tokenizer.save(str(build / "tokenizer.json"))
-        inputs, outputs, opset = _onnx_io(fp32)
-        output = "last_hidden_state"
-        if output not in outputs:
-            raise EdgeDSEError(f"the exported graph has no last_hidden_state output (outputs: {outputs})")
 
         all_texts = list(measure_texts) + measure_queries
         log(f"export: checking fp32 ONNX against PyTorch on {len(all_texts)} texts")
         fp32_emb = OnnxEmbedder(fp32, tokenizer, pooling=pooling, normalize=normalize, output=output)
-        ref = torch_embed(transformer_dir, all_texts, max_length=max_length, pooling=pooling, normalize=normalize)
+        ref = torch_embed(transformer_dir, all_texts, max_length=max_length, pooling=pooling, normalize=normalize,
+                          dense_dir=dense_dir)
         fp32_vecs = fp32_emb.encode(all_texts)
         vs_torch = cosine_stats(fp32_vecs, ref)
         vs_torch["max_abs_diff"] = float(np.abs(fp32_vecs - ref).max())

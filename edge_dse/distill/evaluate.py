@@ -1,0 +1,225 @@
+"""Held-out evaluation: every model on every held-out split, in one run (`edge-dse eval`).
+
+For each held-out split (never trained on: split by document, data.py) the queries are a seeded
+sample, the corpus is the split's passages (capped by a seeded sample that always keeps every
+sampled query's positive). Each retriever ranks the whole corpus; one relevant passage per query:
+nDCG@10 = 1/log2(rank+1) when the positive is in the top 10, MRR@10, recall@10. The teacher
+reranks the student's top 50. Spearman: per query, between the student's and the teacher's scores
+over the student's top 50, averaged. Encode docs/s: one pass over the same 256 passages, 2
+threads, each model in turn.
+
+Training-time code (the torch rows need the train extra): not imported by `import edge_dse`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .candidates import bm25_neighbours, dense_neighbours
+from .data import read_jsonl
+
+HELD_OUT = ("debian.test", "wordnet.test", "pydoc.test", "pydoc_faq.test")
+K = 10
+RERANK_DEPTH = 50
+
+
+@dataclass
+class Split:
+    name: str
+    queries: list[str]
+    corpus: list[str]
+    positive: list[int]  # index into corpus, per query
+
+
+def load_split(data_dir: Path, name: str, *, max_queries: int, max_corpus: int, seed: int = 0) -> Split:
+    pairs = read_jsonl(data_dir / f"{name}.jsonl")
+    rng = random.Random(seed)
+    chosen = rng.sample(pairs, min(max_queries, len(pairs)))
+    passages = list(dict.fromkeys(p.passage for p in pairs))
+    must = list(dict.fromkeys(p.passage for p in chosen))
+    others = [p for p in passages if p not in set(must)]
+    corpus = must + rng.sample(others, max(0, min(len(others), max_corpus - len(must))))
+    where = {p: i for i, p in enumerate(corpus)}
+    return Split(name, [p.query for p in chosen], corpus, [where[p.passage] for p in chosen])
+
+
+def metrics(rankings: Sequence[Sequence[int]], positive: Sequence[int]) -> dict:
+    ndcg = mrr = rec = 0.0
+    for ranked, pos in zip(rankings, positive):
+        top = list(ranked[:K])
+        if pos in top:
+            r = top.index(pos)
+            ndcg += 1 / math.log2(r + 2)
+            mrr += 1 / (r + 1)
+            rec += 1
+    n = max(1, len(positive))
+    return {"ndcg@10": round(ndcg / n, 4), "mrr@10": round(mrr / n, 4), "recall@10": round(rec / n, 4)}
+
+
+# -- retrievers: texts -> vectors --------------------------------------------------------------
+Embed = Callable[[Sequence[str], str], np.ndarray]  # (texts, "query" | "document") -> rows
+
+
+def onnx_embedder(asset: Path, threads: int) -> Embed:
+    from ..encoder import Encoder
+
+    enc = Encoder(asset, threads=threads)
+    return lambda texts, kind: enc.encode(list(texts), kind=kind)
+
+
+def torch_embedder(model_dir: Path, threads: int, max_length: int = 256) -> Embed:
+    import torch
+
+    from .export import read_source_info, torch_embed
+
+    torch.set_num_threads(threads)
+    info = read_source_info(model_dir)
+    return lambda texts, kind: torch_embed(Path(info["transformer_dir"]), list(texts), max_length=max_length,
+                                           pooling=info["pooling"] or "mean", normalize=True,
+                                           dense_dir=info.get("dense_dir"))
+
+
+def docs_per_s(embed: Embed, texts: Sequence[str]) -> float:
+    embed(texts[:16], "document")  # warm-up
+    t = time.perf_counter()
+    embed(texts, "document")
+    return round(len(texts) / (time.perf_counter() - t), 1)
+
+
+def evaluate(models: dict[str, Embed], splits: Sequence[Split], *, reranker=None, rerank_base: str | None = None,
+             speed_texts: Sequence[str] = (), log=print) -> dict:
+    """{split: {row: metrics}}, plus "speed" (docs/s) and "agreement" (Spearman) tables."""
+    from scipy.stats import spearmanr
+
+    out: dict = {"splits": {}, "speed": {}, "agreement": {}}
+    for split in splits:
+        rows: dict = {}
+        rows["BM25"] = metrics(bm25_neighbours(split.corpus, split.queries, K), split.positive)
+        tops: dict = {}
+        for name, embed in models.items():
+            t = time.perf_counter()
+            pv = embed(split.corpus, "document")
+            qv = embed(split.queries, "query")
+            top = dense_neighbours(pv, qv, RERANK_DEPTH)
+            tops[name] = (top, qv, pv)
+            rows[name] = metrics(top, split.positive)
+            log(f"eval: {split.name}: {name} {rows[name]} ({time.perf_counter() - t:.0f} s)")
+        if reranker is not None and rerank_base in tops:
+            top, qv, pv = tops[rerank_base]
+            reranked, rhos = [], []
+            for qi, q in enumerate(split.queries):
+                cand = [int(i) for i in top[qi]]
+                scores = reranker.score(q, [split.corpus[i] for i in cand])
+                reranked.append([cand[i] for i in np.argsort(-scores, kind="stable")])
+                if len(cand) > 2:
+                    rho = spearmanr(pv[cand] @ qv[qi], scores).statistic
+                    if not np.isnan(rho):
+                        rhos.append(rho)
+            rows[f"{rerank_base} + teacher rerank@{RERANK_DEPTH}"] = metrics(reranked, split.positive)
+            out["agreement"][split.name] = round(float(np.mean(rhos)), 4) if rhos else None
+        out["splits"][split.name] = {"queries": len(split.queries), "corpus": len(split.corpus), "rows": rows}
+    for name, embed in models.items():
+        if speed_texts:
+            out["speed"][name] = docs_per_s(embed, speed_texts)
+    return out
+
+
+def markdown(result: dict) -> str:
+    splits = list(result["splits"])
+    names = list(dict.fromkeys(r for s in splits for r in result["splits"][s]["rows"]))
+    head = "| model | " + " | ".join(f"{s} nDCG@10 / MRR@10 / R@10" for s in splits) + " | docs/s |"
+    lines = [head, "|" + "---|" * (len(splits) + 2)]
+    for name in names:
+        cells = []
+        for s in splits:
+            m = result["splits"][s]["rows"].get(name)
+            cells.append(f"{m['ndcg@10']:.3f} / {m['mrr@10']:.3f} / {m['recall@10']:.3f}" if m else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {result['speed'].get(name, '')} |")
+    sizes = ", ".join(f"{s}: {result['splits'][s]['queries']} queries over {result['splits'][s]['corpus']} passages" for s in splits)
+    lines.append("")
+    lines.append(f"Held-out sets: {sizes}.")
+    if result["agreement"]:
+        lines.append("Student-teacher Spearman over the student's top 50: " +
+                     ", ".join(f"{s} {v}" for s, v in result["agreement"].items()) + ".")
+    return "\n".join(lines)
+
+
+def default_models(args, threads: int) -> tuple[dict[str, Embed], list[str]]:
+    """The rows that exist here; a missing model is named in the notes, not silently dropped."""
+    from .. import config
+
+    models: dict[str, Embed] = {}
+    notes = []
+    student_asset = Path(args.student) if args.student else config.assets_dir() / "student"
+    if (student_asset / "model.onnx").is_file():
+        models["student int8"] = onnx_embedder(student_asset, threads)
+    else:
+        notes.append(f"no student asset at {student_asset}")
+    if args.student_fp32 and Path(args.student_fp32).is_dir():
+        models["student fp32 (torch)"] = torch_embedder(Path(args.student_fp32), threads)
+    models["baseline int8 (all-MiniLM-L6-v2, ours)"] = onnx_embedder(config.assets_dir() / "baseline", threads)
+    if not args.no_torch:
+        from .train_common import BASE_L6
+        from .export import resolve_source
+
+        models["all-MiniLM-L6-v2 (torch)"] = torch_embedder(resolve_source(BASE_L6), threads)
+        if args.mpnet and Path(args.mpnet).is_dir():
+            models["all-mpnet-base-v2 (torch)"] = torch_embedder(Path(args.mpnet), threads)
+        else:
+            notes.append(f"no all-mpnet-base-v2 folder at {args.mpnet}")
+    return models, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="edge-dse eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("work/distill/data"))
+    ap.add_argument("--splits", nargs="+", default=list(HELD_OUT))
+    ap.add_argument("--queries", type=int, default=300, help="seeded sample of queries per split")
+    ap.add_argument("--corpus", type=int, default=3000, help="passages per split at most (positives always kept)")
+    ap.add_argument("--student", default=None, help="student asset folder (default: assets/student)")
+    ap.add_argument("--student-fp32", default="work/distill/student/model", help="the torch student folder")
+    ap.add_argument("--teacher", default=None, help="teacher asset folder (default: assets/teacher)")
+    ap.add_argument("--mpnet", default="work/models/mpnet/all-mpnet-base-v2")
+    ap.add_argument("--no-torch", action="store_true", help="only the ONNX rows (no train extra needed)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = ap.parse_args(argv)
+    from ..errors import EdgeDSEError
+
+    splits = [load_split(args.data, s, max_queries=args.queries, max_corpus=args.corpus, seed=args.seed)
+              for s in args.splits if (args.data / f"{s}.jsonl").is_file()]
+    if not splits:
+        raise SystemExit(f"edge-dse eval: no held-out splits in {args.data}: run `edge-dse distill` (its data step) first")
+    models, notes = default_models(args, args.threads)
+    reranker, base = None, None
+    try:
+        from ..rerank import Reranker
+
+        reranker = Reranker(args.teacher, threads=args.threads)
+        base = next(iter(models))
+    except EdgeDSEError as exc:
+        notes.append(f"no teacher rerank row: {exc}")
+    speed = random.Random(args.seed).sample([p for s in splits for p in s.corpus], min(256, sum(len(s.corpus) for s in splits)))
+    result = evaluate(models, splits, reranker=reranker, rerank_base=base, speed_texts=speed)
+    result["notes"] = notes
+    print(markdown(result))
+    for n in notes:
+        print(f"note: {n}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

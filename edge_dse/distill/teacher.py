@@ -1,0 +1,204 @@
+"""The teacher: a cross-encoder trained here, without human labels (Trans-Encoder).
+
+No reranker weights exist offline (DATA.md), so the teacher starts from all-MiniLM-L6-v2's encoder
+weights with a fresh scoring head on [CLS] and learns, per candidate list, to match the softmax of
+the bi-encoder ensemble's standardised scores (mutual distillation, labels.py) mixed with the
+natural positive (gold). Reading query and passage together, it can beat the bi-encoders it
+learned from; eval.py measures whether it does, as a reranker of held-out top-50 lists.
+
+    python -m edge_dse.distill.teacher train --out work/distill/teacher
+    python -m edge_dse.distill.teacher export --model work/distill/teacher/model --out assets/teacher
+
+Training-time code (torch): not imported by `import edge_dse`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import labels as labels_mod
+from . import train_common as tc
+
+
+@dataclass
+class TeacherConfig:
+    base: str = tc.BASE_L6
+    splits: tuple[str, ...] = ("pydoc.train", "wordnet.train", "debian.train")
+    queries_per_split: int = 2500  # a seeded sample of each split's labelled lists
+    group: int = 8  # passages per query per step: the positive and 7 negatives
+    batch_queries: int = 4
+    epochs: int = 1
+    max_length: int = 192
+    lr: float = 4e-5
+    head_lr: float = 1e-3
+    warmup: float = 0.06
+    temperature: float = 0.5  # softmax temperature over the ensemble's z-scores
+    gold_weight: float = 0.5  # share of the natural positive in the target distribution
+    seed: int = 0
+    checkpoint_every: int = 50
+    threads: int = 2
+    ensemble_weights: dict = field(default_factory=dict)  # model id -> weight (default 1 each)
+
+
+def load_examples(cfg: TeacherConfig, cand_dir: Path, labels_dir: Path) -> list[tc.ListExample]:
+    out = []
+    for split in cfg.splits:
+        rows, scores = labels_mod.load(labels_dir, split)
+        targets = tc.ensemble(scores, cfg.ensemble_weights or None)
+        keep = labels_mod.choose_rows(len(rows), cfg.queries_per_split, seed=cfg.seed)
+        out += tc.list_examples(cand_dir, split, rows[keep], targets[keep])
+    random.Random(cfg.seed).shuffle(out)
+    return out
+
+
+def _model_and_tokenizer(base_dir: Path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1)
+    return model, tok
+
+
+def train(cfg: TeacherConfig, out: Path, cand_dir: Path, labels_dir: Path, log=print) -> Path:
+    """Train (or resume) the cross-encoder; returns the Hugging Face folder out/model."""
+    import torch
+
+    final = out / "model"
+    if (final / "config.json").is_file() and (out / "train.json").is_file():
+        log(f"teacher: {final} exists, skipped")
+        return final
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    tc.set_seed(cfg.seed)
+    examples = load_examples(cfg, cand_dir, labels_dir)
+    model, tok = _model_and_tokenizer(tc.base_transformer_dir(cfg.base))
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    loop = tc.TrainLoop("teacher", {"model": model}, [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
+                        examples=len(examples), batch=cfg.batch_queries, epochs=cfg.epochs, warmup=cfg.warmup,
+                        seed=cfg.seed, checkpoint=out / "checkpoint.pt", checkpoint_every=cfg.checkpoint_every, log=log)
+    model.train()
+    while not loop.done:
+        indexes, rng = loop.next_batch()
+        batch = [examples[j] for j in indexes]
+        groups = [tc.sample_group(ex, cfg.group, rng) for ex in batch]
+        width = min(len(g[0]) for g in groups)
+        pairs_q = [ex.query for ex in batch for _ in range(width)]
+        pairs_p = [p for g in groups for p in g[0][:width]]
+        enc = tok(pairs_q, pairs_p, padding=True, truncation="longest_first", max_length=cfg.max_length, return_tensors="pt")
+        logits = model(**enc).logits.view(len(batch), width)
+        target = tc.soft_target(np.stack([g[1][:width] for g in groups]), cfg.gold_weight, cfg.temperature)
+        loop.update(-(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean(), units=len(pairs_q), extra=" pairs")
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    tc.write_json(out / "train.json", {"config": asdict(cfg), "examples": len(examples), **loop.summary(),
+                                       "finished": datetime.datetime.now().isoformat(timespec="seconds")})
+    return final
+
+
+# -- export ------------------------------------------------------------------------------------
+def torch_scores(model_dir: Path, pairs: Sequence[tuple[str, str]], max_length: int, batch: int = 32) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    out = []
+    with torch.inference_mode():
+        for chunk in tc.batched(list(pairs), batch):
+            enc = tok([q for q, _ in chunk], [p for _, p in chunk], padding=True, truncation="longest_first",
+                      max_length=max_length, return_tensors="pt")
+            out.append(model(**enc).logits[:, 0].float().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, measure_pairs: Sequence[tuple[str, str]],
+           extra: dict | None = None, made_by: str = "", quantize: bool = True, log=print) -> dict:
+    """Optimum (text-classification: one logit per pair) -> int8 -> an asset folder that
+    edge_dse.Reranker loads; int8 is checked against PyTorch on real pairs."""
+    from optimum.exporters.onnx import main_export
+    from scipy.stats import spearmanr
+
+    from ..rerank import Reranker
+    from .export import QUANTIZATION, _replace_dir, _versions, cpu_description, quantize_model, sha256_file
+
+    work = Path(tempfile.mkdtemp(prefix="edge-dse-teacher-"))
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
+    build.chmod(0o755)
+    try:
+        log(f"teacher export: {model_dir} -> fp32 ONNX")
+        main_export(str(model_dir), output=str(work / "fp32"), task="text-classification",
+                    library_name="transformers", local_files_only=True)
+        fp32 = work / "fp32" / "model.onnx"
+        final = quantize_model(fp32, work / "model.int8.onnx") if quantize else fp32
+        shutil.copyfile(final, build / "model.onnx")
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        tokenizer.save(str(build / "tokenizer.json"))
+        card = {"id": model_id, "name": out_dir.name, "kind": "cross-encoder", "dim": 1, "output": "logits",
+                "max_length": max_length, "role": "teacher: cross-encoder that reranks the student's top hits"}
+        (build / "card.json").write_text(json.dumps(card), encoding="utf-8")
+        ref = torch_scores(model_dir, measure_pairs, max_length)
+        rr = Reranker(build)
+        t = time.perf_counter()
+        got = np.concatenate([rr.score(q, [p]) for q, p in measure_pairs])
+        one_by_one = time.perf_counter() - t
+        rho = float(spearmanr(got, ref).statistic) if len(ref) > 2 else 1.0
+        card.update({
+            "files": {f: {"sha256": sha256_file(build / f), "bytes": (build / f).stat().st_size} for f in ("model.onnx", "tokenizer.json")},
+            "quantization": dict(QUANTIZATION if quantize else {"method": "none"},
+                                 measured={"pairs": len(measure_pairs), "spearman_vs_torch_fp32": round(rho, 4),
+                                           "max_abs_diff": round(float(np.abs(got - ref).max()), 4),
+                                           "pairs_per_s_one_at_a_time": round(len(measure_pairs) / one_by_one, 1),
+                                           "cpu": cpu_description()}),
+            "export": {"tool": "optimum.exporters.onnx.main_export", "task": "text-classification"},
+            "made_by": made_by, "created": datetime.date.today().isoformat(), "versions": _versions(),
+        })
+        card.update(extra or {})
+        (build / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _replace_dir(build, out_dir)
+        log(f"teacher export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB), "
+            f"int8 vs torch Spearman {rho:.4f}")
+        return card
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if build.exists():
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--out", type=Path, default=Path("work/distill/teacher"))
+    t.add_argument("--candidates", type=Path, default=Path("work/distill/candidates"))
+    t.add_argument("--labels", type=Path, default=Path("work/distill/labels"))
+    t.add_argument("--queries-per-split", type=int, default=TeacherConfig.queries_per_split)
+    t.add_argument("--epochs", type=int, default=TeacherConfig.epochs)
+    t.add_argument("--max-length", type=int, default=TeacherConfig.max_length)
+    args = ap.parse_args(argv)
+    cfg = TeacherConfig(queries_per_split=args.queries_per_split, epochs=args.epochs, max_length=args.max_length)
+    train(cfg, args.out, args.candidates, args.labels)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

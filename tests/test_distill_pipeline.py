@@ -1,0 +1,121 @@
+"""`edge-dse distill --tiny`: the whole pipeline on tiny random models, the real code path.
+
+The text is real: a Debian-style description index written from the standard library's own
+module docstrings (a synopsis line, then the description), so that BM25, the bi-encoder labels,
+the teacher, the student and both ONNX exports all see human-written text.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("optimum.exporters.onnx")
+
+from edge_dse import Encoder, Reranker  # noqa: E402
+from edge_dse.distill import evaluate, pipeline  # noqa: E402
+
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+
+
+def stdlib_descriptions(folder: Path, limit: int = 160) -> Path:
+    """A Translation-en index: one record per standard-library module with a long docstring
+    (read with ast, never imported: importing every module has side effects)."""
+    records = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        if path.name.startswith("_") or len(records) >= limit:
+            continue
+        try:
+            doc = (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        synopsis, _, body = doc.partition("\n")
+        body = "\n".join(line.strip() for line in body.strip().splitlines())
+        if len(synopsis) < 10 or len(body) < 150:
+            continue
+        lines = [f" {line}" if line else " ." for line in body.splitlines()]
+        records.append(f"Package: {path.stem}\nDescription-md5: {len(records):04x}\nDescription-en: {synopsis.strip()}\n" + "\n".join(lines))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "deb.example_debian_dists_bookworm_main_i18n_Translation-en").write_text("\n\n".join(records) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    apt = stdlib_descriptions(root / "apt")
+    plan = pipeline.Plan.tiny_plan(root / "work", roots={"debian": apt}, sources=("debian",))
+    logs: list[str] = []
+    out = pipeline.run(plan, install=True, assets=root / "assets", log=logs.append)
+    return plan, out, logs, root
+
+
+def test_every_step_ran_and_wrote_its_output(tiny_run):
+    plan, out, logs, root = tiny_run
+    work = plan.work
+    assert (work / "data" / "debian.train.jsonl").is_file() and (work / "data" / "debian.test.jsonl").is_file()
+    assert (work / "candidates" / "debian.train.candidates.jsonl").is_file()
+    with np.load(work / "labels" / "debian.train.labels.npz") as z:
+        assert any(k.startswith("scores__") for k in z.files)
+    with np.load(work / "scores" / "debian.train.teacher.npz") as z:
+        assert int(z["done"]) == len(z["rows"]) > 0 and np.isfinite(z["scores"][:, 0]).all()
+    for name in ("teacher", "student"):
+        assert (root / "assets" / name / "model.onnx").is_file() and (root / "assets" / name / "card.json").is_file()
+    assert any("teacher: step" in line for line in logs) and any("student: step" in line for line in logs)
+
+
+def test_exported_student_matches_the_pytorch_student(tiny_run):
+    plan, out, _, root = tiny_run
+    card = json.loads((root / "assets" / "student" / "card.json").read_text())
+    assert card["dim"] == 16 and card["output"] == "token_embeddings"  # the projection is in the graph
+    assert card["export"]["fp32_onnx_vs_torch"]["min"] >= 0.9999
+    # The int8 asset, through the run-time Encoder, against the PyTorch student (Dense included).
+    from edge_dse.distill.export import read_source_info, torch_embed
+
+    texts = [p["passage"] for p in map(json.loads, (plan.work / "data" / "debian.test.jsonl").read_text().splitlines())][:30]
+    info = read_source_info(out["student_model"])
+    ref = torch_embed(Path(info["transformer_dir"]), texts, max_length=card["max_length"], pooling="mean",
+                      normalize=True, dense_dir=info["dense_dir"])
+    got = Encoder(root / "assets" / "student").encode(texts)
+    assert got.shape == ref.shape == (len(texts), 16)
+    assert float((got * ref).sum(1).mean()) >= 0.99
+
+
+def test_teacher_asset_reranks_like_the_pytorch_teacher(tiny_run):
+    plan, out, _, root = tiny_run
+    from edge_dse.distill.teacher import torch_scores
+
+    rr = Reranker(root / "assets" / "teacher")
+    assert rr.kind == "cross-encoder"
+    query = "read and write files"
+    passages = [p["passage"] for p in map(json.loads, (plan.work / "data" / "debian.train.jsonl").read_text().splitlines())][:12]
+    got = rr.score(query, passages)
+    ref = torch_scores(plan.work / "teacher" / "model", [(query, p) for p in passages], rr.max_length)
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_a_second_run_skips_every_step(tiny_run):
+    plan, _, _, root = tiny_run
+    logs: list[str] = []
+    before = (root / "assets" / "student" / "model.onnx").stat().st_mtime_ns
+    pipeline.run(plan, log=logs.append)
+    assert not any("running" in line for line in logs), logs
+    assert any("skipped" in line for line in logs)
+    assert (root / "assets" / "student" / "model.onnx").stat().st_mtime_ns == before
+
+
+def test_eval_prints_every_row_on_the_held_out_split(tiny_run, capsys):
+    plan, out, _, root = tiny_run
+    evaluate.main(["--data", str(plan.work / "data"), "--splits", "debian.test", "--queries", "10", "--corpus", "50",
+                   "--student", str(out["student"]), "--teacher", str(out["teacher"]),
+                   "--student-fp32", str(out["student_model"]), "--mpnet", str(root / "none")])
+    text = capsys.readouterr().out
+    for row in ("BM25", "student int8", "student fp32 (torch)", "all-MiniLM-L6-v2 (torch)", "teacher rerank@50"):
+        assert row in text, text
+    assert "no all-mpnet-base-v2 folder" in text
