@@ -26,6 +26,7 @@ import numpy as np
 
 from .candidates import bm25_neighbours, dense_neighbours
 from .data import read_jsonl
+from .train_common import spearman
 
 HELD_OUT = ("debian.test", "wordnet.test", "pydoc.test", "pydoc_faq.test")
 K = 10
@@ -98,8 +99,6 @@ def docs_per_s(embed: Embed, texts: Sequence[str]) -> float:
 def evaluate(models: dict[str, Embed], splits: Sequence[Split], *, reranker=None, rerank_base: str | None = None,
              speed_texts: Sequence[str] = (), log=print) -> dict:
     """{split: {row: metrics}}, plus "speed" (docs/s) and "agreement" (Spearman) tables."""
-    from scipy.stats import spearmanr
-
     out: dict = {"splits": {}, "speed": {}, "agreement": {}}
     for split in splits:
         rows: dict = {}
@@ -121,7 +120,7 @@ def evaluate(models: dict[str, Embed], splits: Sequence[Split], *, reranker=None
                 scores = reranker.score(q, [split.corpus[i] for i in cand])
                 reranked.append([cand[i] for i in np.argsort(-scores, kind="stable")])
                 if len(cand) > 2:
-                    rho = spearmanr(pv[cand] @ qv[qi], scores).statistic
+                    rho = spearman(pv[cand] @ qv[qi], scores)
                     if not np.isnan(rho):
                         rhos.append(rho)
             rows[f"{rerank_base} + teacher rerank@{RERANK_DEPTH}"] = metrics(reranked, split.positive)

@@ -145,6 +145,23 @@ class TrainLoop:
                 "loss_last_50": float(np.mean(self.losses[-50:]))}
 
 
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (average ranks for ties), in numpy: no scipy needed."""
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for value in np.unique(x[np.r_[False, np.diff(x[order]) == 0]] if len(x) else []):
+            r[x == value] = r[x == value].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def set_seed(seed: int) -> None:
     import torch
 
