@@ -672,3 +672,18 @@ def test_lock_in_one_process(tmp_path):
         assert b.held
     assert not b.held
     b.release()  # releasing what is not held is harmless
+
+
+def test_a_reader_during_library_creation_is_told_to_retry_not_that_it_is_damaged(tmp_path):
+    # The state a reader meets between a writer creating catalog.db and committing its schema.
+    sqlite3.connect(tmp_path / "catalog.db").close()
+    with pytest.raises(EdgeDSEError, match="still being created") as info:
+        Catalog(tmp_path / "catalog.db", readonly=True)
+    assert not isinstance(info.value, CatalogCorruptError)
+    # A catalog that lost some of its tables is damaged.
+    con = sqlite3.connect(tmp_path / "catalog.db")
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    con.commit()
+    con.close()
+    with pytest.raises(CatalogCorruptError, match="missing tables"):
+        Catalog(tmp_path / "catalog.db", readonly=True)

@@ -258,6 +258,13 @@ class Catalog:
     def _check_schema(self) -> None:
         tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = {"meta", "folders", "files", "chunks", "chunks_fts"} - tables
+        if missing and not tables:
+            # No table at all: a writer has created the file and not yet committed its schema
+            # (or was killed right then). Nothing is damaged; the schema lands in one transaction.
+            raise EdgeDSEError(
+                f"library {self.path.parent} is still being created by another process (its catalog has no "
+                f"tables yet): retry when that finishes, or index a folder into it with `edge-dse index`"
+            )
         if missing:
             raise _corrupt(self.path, f"missing tables {', '.join(sorted(missing))}")
 
