@@ -166,6 +166,9 @@ def default_models(args, threads: int) -> tuple[dict[str, Embed], list[str]]:
     if args.student_fp32 and Path(args.student_fp32).is_dir():
         models["student fp32 (torch)"] = torch_embedder(Path(args.student_fp32), threads)
     models["baseline int8 (all-MiniLM-L6-v2, ours)"] = onnx_embedder(config.assets_dir() / "baseline", threads)
+    for spec in args.onnx or []:  # further asset folders, e.g. the int8 mpnet that labels.py uses
+        name, _, path = spec.partition("=")
+        models[name] = onnx_embedder(Path(path), threads)
     if not args.no_torch:
         from .train_common import BASE_L6
         from .export import resolve_source
@@ -189,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", default=None, help="teacher asset folder (default: assets/teacher)")
     ap.add_argument("--mpnet", default="work/models/mpnet/all-mpnet-base-v2")
     ap.add_argument("--no-torch", action="store_true", help="only the ONNX rows (no train extra needed)")
+    ap.add_argument("--onnx", action="append", metavar="NAME=FOLDER", help="another encoder asset folder as a row")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
