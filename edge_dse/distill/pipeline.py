@@ -46,9 +46,13 @@ class Plan:
     tiny: bool = False
     roots: dict = field(default_factory=dict)  # source -> system folder (tests point at fixtures)
     sources: tuple[str, ...] = SOURCES
-    labels_per_split: int = 1200  # candidate lists scored by the bi-encoders
-    teacher_queries_per_split: int = 800
-    student_queries_per_split: int = 4000
+    # Sizes: the defaults fit one 3-hour session on 2 CPU cores (measured: see assets/student/card.md);
+    # each is a seeded sample, so a larger run (a GPU, a longer session) only raises the numbers.
+    pairs_per_split: int | None = 8000  # training pairs per split that get candidate lists (None: all)
+    labels_per_split: int = 600  # candidate lists scored by the bi-encoders
+    teacher_queries_per_split: int = 600
+    teacher_max_length: int = 128
+    student_queries_per_split: int = 1500
     ensemble: tuple[str, ...] = ("baseline", "mpnet")
     seed: int = 0
 
@@ -178,6 +182,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
         for split in plan.train_splits:
             if not (cand_dir / f"{split}.candidates.jsonl").is_file():
                 pairs = data_mod.read_jsonl(data_dir / f"{split}.jsonl")
+                pairs = [pairs[i] for i in labels_mod.choose_rows(len(pairs), plan.pairs_per_split, seed=plan.seed)]
                 pool, cands = cand_mod.mine(pairs, encoder=encoder, seed=plan.seed, cache_dir=cand_dir / "vectors")
                 cand_mod.write(pool, cands, cand_dir, split)
 
@@ -190,7 +195,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
     log("distill: labels: ready")
 
     tcfg = teacher_mod.TeacherConfig(base=base_teacher, splits=tuple(plan.train_splits), queries_per_split=plan.teacher_queries_per_split,
-                                     seed=plan.seed, max_length=64 if plan.tiny else 192)
+                                     seed=plan.seed, max_length=64 if plan.tiny else plan.teacher_max_length)
     teacher_dir = teacher_mod.train(tcfg, work / "teacher", cand_dir, labels_dir, log=log)
     teacher_asset = work / "teacher" / "asset"
     if _step("teacher export", (teacher_asset / "card.json").is_file(), log):
@@ -239,8 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny random models and a few lists: the code path in minutes")
     ap.add_argument("--install", action="store_true", help="copy the teacher and student into assets/ at the end")
     ap.add_argument("--seed", type=int, default=0)
+    sizes = {"pairs_per_split": "training pairs per split given candidate lists (0: all)",
+             "labels_per_split": "candidate lists per split scored by the bi-encoders",
+             "teacher_queries_per_split": "labelled lists per split the teacher trains on",
+             "teacher_max_length": "teacher's token limit per (query, passage) pair",
+             "student_queries_per_split": "teacher-scored lists per split the student trains on"}
+    for name, help_text in sizes.items():
+        ap.add_argument("--" + name.replace("_", "-"), type=int, default=None,
+                        help=f"{help_text} (default {getattr(Plan, name)})")
     args = ap.parse_args(argv)
     plan = Plan.tiny_plan(args.work) if args.tiny else Plan(args.work, seed=args.seed)
+    for name in sizes:
+        value = getattr(args, name)
+        if value is not None:
+            setattr(plan, name, (value or None) if name == "pairs_per_split" else value)
     t = time.perf_counter()
     out = run(plan, install=args.install)
     print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out['teacher']}, student {out['student']}")
