@@ -24,7 +24,9 @@ for _key, _value in _OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
 
 APP_NAME = "edge_dse"
-DEFAULT_MODEL = "baseline"
+# The default encoder for new libraries: the distilled student when it ships, else the baseline
+# (all-MiniLM-L6-v2 int8). An existing library keeps the shipped model that built it (library.py).
+DEFAULT_MODELS = ("student", "baseline")
 
 # Environment overrides, named here once so docs and code agree.
 ENV_HOME = "EDGE_DSE_HOME"  # the default library folder
@@ -65,7 +67,7 @@ def assets_dir() -> Path:
 def resolve_model_dir(model: str | os.PathLike | None) -> Path:
     """A model name (a folder under assets/) or a path -> the model's folder."""
     if model is None:
-        model = DEFAULT_MODEL
+        model = default_model_name()
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -77,6 +79,14 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
         f"no model folder {str(model)!r}: pass a folder holding model.onnx, tokenizer.json and "
         f"card.json, or one of the shipped models: {', '.join(known) or '(none found in ' + str(assets_dir()) + ')'}"
     )
+
+
+def default_model_name() -> str:
+    """The first of DEFAULT_MODELS shipped in assets/ (the student once it ships)."""
+    for name in DEFAULT_MODELS:
+        if (assets_dir() / name / "card.json").is_file():
+            return name
+    return DEFAULT_MODELS[-1]
 
 
 def default_threads() -> int:

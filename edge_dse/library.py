@@ -195,6 +195,8 @@ class Library:
         self.path.mkdir(parents=True, exist_ok=True)
         self.catalog: Catalog = Catalog(self.path / "catalog.db", readonly=readonly)
         self._lock = WriterLock(self.path / "write.lock")
+        if model is None and not allow_model_change:  # reindex moves a library to the default
+            model = self._shipped_model_that_built_it()
         self._model_arg = model
         self._model: tuple[dict, Path | None] | None = None
         self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
@@ -211,6 +213,21 @@ class Library:
         return self._model[0]
 
     # -- model identity (invariant 4) ---------------------------------------------------------
+    def _shipped_model_that_built_it(self) -> str | None:
+        """With no model named, an existing library opens with the shipped model that built it
+        (a library made with the baseline keeps working when the student becomes the default);
+        None, the default, for a new library or one built with a model from elsewhere."""
+        name, stored = self.catalog.get_meta("model_name"), self.catalog.get_meta("model_id")
+        if not name or not stored or name == config.default_model_name():
+            return None
+        card = config.assets_dir() / name / "card.json"
+        try:
+            if json.loads(card.read_text(encoding="utf-8")).get("id") == stored:
+                return name
+        except (OSError, ValueError):
+            pass
+        return None
+
     def _check_model(self) -> None:
         stored = self.catalog.get_meta("model_id")
         card = self.model_card

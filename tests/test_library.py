@@ -306,3 +306,33 @@ def test_plain_import_loads_no_heavy_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_library_keeps_its_shipped_model_when_the_default_changes(tmp_path, monkeypatch, corpus):
+    """A library built with the baseline keeps opening with it after a student ships (the new
+    default); `reindex` (allow_model_change) moves it to the default."""
+    import json
+    import shutil
+
+    from edge_dse.config import assets_dir, default_model_name
+
+    assets = tmp_path / "assets"
+    shutil.copytree(assets_dir() / "baseline", assets / "baseline")
+    monkeypatch.setenv("EDGE_DSE_ASSETS", str(assets))
+    assert default_model_name() == "baseline"
+    with Library(tmp_path / "lib", progress=False) as lib:
+        lib.add(corpus)
+    shutil.copytree(assets / "baseline", assets / "student")
+    card = json.loads((assets / "student" / "card.json").read_text())
+    card.update(id="test/student", name="student")
+    (assets / "student" / "card.json").write_text(json.dumps(card))
+    assert default_model_name() == "student"
+    with Library(tmp_path / "lib", readonly=True) as lib:
+        assert lib.model_card["id"] == "edge-dse/baseline-all-minilm-l6-v2-int8"
+        assert lib.search("water for tea", k=1)
+    with Library(tmp_path / "lib", progress=False, allow_model_change=True) as lib:
+        lib.reindex()
+    with Library(tmp_path / "lib", readonly=True) as lib:
+        assert lib.model_card["id"] == "test/student" and lib.status()["model"]["model_id"] == "test/student"
+    with Library(tmp_path / "new", progress=False) as lib:
+        assert lib.model_card["id"] == "test/student"

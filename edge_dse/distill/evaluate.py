@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    ap.add_argument("--card", type=Path, action="append", default=[], metavar="ASSET",
+                    help="record the result in this asset folder's card.json and card.md (repeatable)")
     args = ap.parse_args(argv)
     from ..errors import EdgeDSEError
 
@@ -221,7 +223,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    for asset in args.card:
+        record_in_card(asset, result, argv, args.threads)
     return 0
+
+
+def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, threads: int) -> None:
+    """Write the evaluation into an asset's card.json and re-render its card.md, so the shipped
+    card carries the held-out numbers with the command that measured them."""
+    import datetime
+    import shlex
+    import sys
+
+    from .export import cpu_description, render_card_md
+    from .teacher import render_teacher_card_md
+
+    path = Path(asset) / "card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    cpu = cpu_description()
+    card["evaluation"] = {
+        "command": "edge-dse eval " + shlex.join(list(sys.argv[1:] if argv is None else argv)),
+        "date": datetime.date.today().isoformat(),
+        "cpu": f"{cpu.get('model')} ({', '.join(cpu.get('isa', []))}), {threads} threads",
+        "table": markdown(result), "result": result,
+    }
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    render = render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md
+    (Path(asset) / "card.md").write_text(render(card), encoding="utf-8")
 
 
 if __name__ == "__main__":

