@@ -154,6 +154,19 @@ def cmd_embed(args) -> int:
     return 0 if result.rows or not result.errors else 1
 
 
+def cmd_ui(args) -> int:
+    from .app_service import check_host
+
+    check_host(args.host, args.allow_remote)  # refuse before loading gradio
+    try:
+        from . import app
+    except ImportError as exc:  # gradio missing: the ui extra is not installed
+        raise EdgeDSEError(f"`edge-dse ui` needs the ui extra ({exc.name} is missing): pip install -e '.[ui]'") from exc
+    app.serve(args.library_arg or args.library, teacher=args.teacher, model=args.model, host=args.host,
+              port=args.port, open_browser=args.open, allow_remote=args.allow_remote)
+    return 0
+
+
 def _train_command(name: str, module: str, argv: list[str]) -> int:
     """Commands that need the train extra (torch, optimum), passed their own arguments."""
     import importlib
@@ -252,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", required=True, help="vectors.npy (+ vectors.jsonl metadata) or vectors.jsonl")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("ui", help="the local web app: search, library, model cards (ui extra)")
+    p.add_argument("library_arg", nargs="?", metavar="LIBRARY", help="library folder (same as --library)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other machines can reach (there is no login: they could read your files)")
+    p.add_argument("--teacher", default=None, help="teacher folder for reranking (default: the shipped teacher)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("export", help="export a Hugging Face model to an int8 ONNX asset (train extra)",
                        add_help=False)

@@ -1,0 +1,350 @@
+"""The local web UI (`edge-dse ui`): search, manage folders, read the model cards.
+
+Needs the `ui` extra (gradio). Nothing else in edge_dse imports this module, so `import
+edge_dse` and the other commands never load gradio. The work itself is in app_service.py; this
+module is the page: layout, HTML of the hits, and turning errors into one-line messages.
+
+Privacy: binds 127.0.0.1 unless the caller opts in to another host (`allow_remote`), never
+opens a share link, and gradio's analytics are off (edge_dse.config sets
+GRADIO_ANALYTICS_ENABLED=False before gradio is imported: this module imports config first).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import json
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import config
+from .app_service import MAX_K, SearchResult, Service, agreement, check_host, format_timings, movement, read_cards
+from .errors import EdgeDSEError
+from .library import Hit
+from .modes import DEFAULT_MODE, MODES
+
+SNIPPET_CHARS = 240
+
+CSS = """
+.edse-hit { border: 1px solid #ddd; border-radius: 6px; padding: 6px 8px; margin-bottom: 6px; }
+.edse-hit .edse-path { color: #666; font-size: 0.85em; word-break: break-all; }
+.edse-hit .edse-score { float: right; font-family: monospace; }
+.edse-move { font-weight: bold; margin-right: 4px; color: #1a7f37; }
+.edse-move.down { color: #b42318; }
+.edse-context { white-space: pre-wrap; font-family: monospace; font-size: 0.9em; max-height: 30em; overflow: auto; }
+.edse-table { max-height: 24em; overflow: auto; }
+.edse-table table { width: 100%; border-collapse: collapse; font-size: 0.9em; }
+.edse-table th, .edse-table td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eee; word-break: break-all; }
+.edse-context mark, .edse-hit mark { background: #fff3a0; }
+"""
+
+
+# -- HTML of the results ---------------------------------------------------------------------------
+# Words too common to be worth marking in a snippet.
+STOPWORDS = frozenset("the and for with from that this what how why when where which who whom are was were "
+                      "can does did has have not but all any its into onto your you our they them their".split())
+
+
+def snippet_html(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """The part of a chunk around the first query word it holds (its start when none), with the
+    query's words (and words they begin: "crash" marks "crashes") marked."""
+    flat = " ".join(text.split())
+    words = {w.lower() for w in re.findall(r"\w{3,}", query[:2000])} - STOPWORDS
+    words = sorted(words, key=len, reverse=True)[:30]
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\w*", re.I) if words else None
+    first = pattern.search(flat) if pattern else None
+    a = max(0, first.start() - width // 3) if first else 0
+    if a:
+        a = flat.find(" ", a) + 1 or a
+    piece = flat[a:a + width]
+    if a + width < len(flat):
+        piece = piece.rsplit(" ", 1)[0] + " …"
+    out, pos = ["… " if a else ""], 0
+    for m in pattern.finditer(piece) if pattern else ():
+        out += [html.escape(piece[pos:m.start()]), f"<mark>{html.escape(m.group(0))}</mark>"]
+        pos = m.end()
+    out.append(html.escape(piece[pos:]))
+    return "".join(out)
+
+
+def hits_html(hits: Sequence[Hit], *, k: int, title: str, query: str = "", reranked: bool = False,
+              empty: str = "") -> str:
+    rows = []
+    for hit in hits:
+        move = ""
+        if reranked:
+            m = movement(hit, k)
+            move = f'<span class="edse-move{" down" if m.startswith("↓") else ""}">{m}</span>'
+        heading = f" — {html.escape(hit.heading)}" if hit.heading else ""
+        rows.append(
+            f'<div class="edse-hit" data-rank="{hit.rank}">'
+            f'<span class="edse-score">{hit.score:.4f}</span>'
+            f"{move}<b>{hit.rank}. {html.escape(Path(hit.path).name)}</b>{heading}"
+            f'<div class="edse-path">{html.escape(hit.path)} (chars {hit.start}-{hit.end})</div>'
+            f"<div>{snippet_html(hit.text, query)}</div></div>"
+        )
+    body = "".join(rows) or f'<p class="edse-empty"><i>{html.escape(empty)}</i></p>'
+    return f"<h4>{html.escape(title)}</h4>{body}"
+
+
+def table_html(title: str, headers: Sequence[str], rows: Sequence[Sequence], empty: str = "none yet") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = body or f'<tr><td colspan="{len(headers)}"><i>{html.escape(empty)}</i></td></tr>'
+    return f'<h4>{html.escape(title)}</h4><div class="edse-table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def open_choices(res: SearchResult) -> list[tuple[str, str]]:
+    """Dropdown entries for every hit of both columns, once each: (label, JSON [path, start, end])."""
+    seen, out = set(), []
+    for col, hits in (("student", res.student), ("teacher", res.teacher or [])):
+        for h in hits:
+            if h.chunk_id not in seen:
+                seen.add(h.chunk_id)
+                out.append((f"{col} {h.rank}. {Path(h.path).name} (chars {h.start}-{h.end})",
+                            json.dumps([h.path, h.start, h.end])))
+    return out
+
+
+def _card_markdown(card) -> str:
+    title = card.card.get("name") or card.folder.name
+    role = f" — used here as the {' and '.join(card.roles)}" if card.roles else ""
+    head = f"### {title}: `{card.card.get('id', '?')}`{role}\n\n{card.summary()}  \nfolder `{card.folder}`"
+    if card.card.get("role"):
+        head += f"  \n{card.card['role']}"
+    if card.card.get("error"):
+        head += f"\n\n⚠️ {card.card['error']}"
+    return head
+
+
+# -- errors never reach the page as a traceback --------------------------------------------------
+def guarded(on_error: Callable[[str], object]):
+    """Run a handler; a user error becomes its one-line message, a bug a short line that points at
+    the terminal (where the traceback goes), never a stack trace in the page."""
+
+    def mark(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except EdgeDSEError as exc:
+                return on_error(f"⚠️ {exc}")
+            except Exception as exc:  # noqa: BLE001 - the page must never show a traceback
+                traceback.print_exc(file=sys.stderr)
+                return on_error(f"⚠️ internal error ({type(exc).__name__}): see the terminal running `edge-dse ui`")
+
+        return wrapper
+
+    return mark
+
+
+def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
+              model: str | os.PathLike | None = None):
+    """The gradio Blocks of the UI over one library (launch it with `serve`)."""
+    try:
+        import gradio as gr
+    except ImportError as exc:
+        raise EdgeDSEError(f"the UI needs the ui extra ({exc.name} is missing): pip install 'edge-dse[ui]'") from exc
+
+    svc = Service(library, teacher=teacher, model=model)
+
+    def rerank_info():
+        return ("re-order the hits with the teacher (slower, better)" if not svc.teacher_problem
+                else f"unavailable: {svc.teacher_problem}")
+
+    # -- search -----------------------------------------------------------------------------
+    @guarded(lambda m: ("", "", "", m, gr.update(choices=[], value=None)))
+    def do_search(query, k, mode, rerank):
+        """Search the library: (student HTML, teacher HTML, timings and agreement, message, hits to open)."""
+        k = int(k or 10)
+        res = svc.search(query, k, mode, bool(rerank))
+        empty = res.note or "no results"
+        student = hits_html(res.student, k=k, title="Student order", query=query, empty=empty)
+        agree = ""
+        if res.teacher is None:
+            why = res.teacher_note or "turn on “Teacher rerank” to see the teacher's order beside the student's"
+            teacher_col = hits_html([], k=k, title="Teacher-reranked order", empty=why)
+        else:
+            teacher_col = hits_html(res.teacher, k=k, title="Teacher-reranked order", query=query,
+                                    reranked=True, empty=empty)
+            overlap, tau = agreement(res.student, res.teacher, k)
+            agree = f" — agreement: overlap@{k} {overlap:.2f}, Kendall tau " + ("n/a" if tau is None else f"{tau:+.2f}")
+        line = f"**[{mode}]** " + format_timings(res.timings) + agree
+        notes = [n for n in (res.note, res.teacher_note) if n]
+        return (student, teacher_col, line, " ".join(f"ℹ️ {n}" for n in notes),
+                gr.update(choices=open_choices(res), value=None))
+
+    def on_rerank_toggle(query, k, mode, rerank):
+        # Toggling before any query is typed is not an error worth a message.
+        if not (query or "").strip():
+            return (gr.skip(),) * 5
+        return do_search(query, k, mode, rerank)
+
+    def open_html(path, start, end):
+        before, chunk, after, s, e = svc.open_chunk(path, int(start), int(end))
+        return (f"<b>{html.escape(path)}</b> (chars {s}-{e})"
+                f'<div class="edse-context">{html.escape(before)}<mark>{html.escape(chunk)}</mark>{html.escape(after)}</div>')
+
+    @guarded(lambda m: m)
+    def do_open(choice):
+        if not choice:
+            return ""
+        path, start, end = json.loads(choice)
+        return open_html(path, start, end)
+
+    @guarded(lambda m: m)
+    def api_open(path, start, end):
+        """Open a chunk of an indexed file in context (refused outside the library's folders)."""
+        return open_html(path, start or 0, end or 0)
+
+    # -- library ----------------------------------------------------------------------------
+    def library_views():
+        try:
+            info = svc.status()
+        except EdgeDSEError as exc:
+            return f"⚠️ {exc}", "", "", gr.update(choices=[], value=None)
+        if info is None:
+            return (f"no library yet at `{svc.path}`: add a folder to create it", table_html("Folders", ["folder", "files"], []),
+                    "", gr.update(choices=[], value=None))
+        summary = (f"library `{info['library']}`: {info['folders']} folders, {info['files']} files, "
+                   f"{info['chunks']} chunks, {info['errors']} failed files; model `{info['model']['model_id']}`")
+        folders = table_html("Folders", ["folder", "files"], list(info["folders_detail"].items()))
+        failed = table_html("Failed files", ["file", "why it failed"], info["errors_detail"], empty="none")
+        return summary, folders, failed, gr.update(choices=list(info["folders_detail"]), value=None)
+
+    def library_error(message):
+        return (message, *library_views())
+
+    @guarded(library_error)
+    def do_add(folder, progress=gr.Progress(track_tqdm=True)):
+        progress(0, desc="starting")
+        return (svc.add(folder), *library_views())
+
+    @guarded(library_error)
+    def do_sync(progress=gr.Progress(track_tqdm=True)):
+        progress(0, desc="starting")
+        return (svc.sync(), *library_views())
+
+    @guarded(library_error)
+    def do_remove(folder):
+        return (svc.remove(folder), *library_views())
+
+    @guarded(library_error)
+    def refresh_library():
+        return ("", *library_views())
+
+    def picked(paths):
+        """The file picker's choice -> the folder box (a file picked stands for its folder)."""
+        path = (paths[0] if isinstance(paths, list) and paths else paths) or ""
+        if not path:
+            return gr.skip()
+        return str(Path(path) if Path(path).is_dir() else Path(path).parent)
+
+    # -- model ------------------------------------------------------------------------------
+    def cards_markdown():
+        cards = read_cards(svc.model, svc.teacher)
+        parts = [_card_markdown(c) for c in cards] or [f"no model cards under `{config.assets_dir()}`"]
+        if svc.teacher_problem:
+            parts.append(f"### teacher\n\n⚠️ reranking is off: {svc.teacher_problem}")
+        return "\n\n---\n\n".join(parts)
+
+    def full_cards():
+        return "\n\n---\n\n".join(c.markdown or "```json\n" + json.dumps(
+            {k: v for k, v in c.card.items() if k != "files"}, indent=2)[:6000] + "\n```"
+            for c in read_cards(svc.model, svc.teacher))
+
+    # -- layout -----------------------------------------------------------------------------
+    # gradio 6 takes css in launch() (see serve), gradio 5 only in Blocks().
+    css = {"css": CSS} if "css" in inspect.signature(gr.Blocks.__init__).parameters else {}
+    with gr.Blocks(title="edge_dse", analytics_enabled=False, **css) as demo:
+        gr.Markdown("# edge_dse — search your own files, offline")
+        with gr.Tab("Search"):
+            with gr.Row():
+                query = gr.Textbox(label="Query", placeholder="what are you looking for? (Enter searches)",
+                                   scale=5, elem_id="query", lines=1, max_lines=1)
+                search_btn = gr.Button("Search", variant="primary", scale=1, elem_id="search-btn")
+            with gr.Row():
+                k = gr.Slider(1, MAX_K, value=10, step=1, label="k (hits)", elem_id="k")
+                mode = gr.Radio(list(MODES), value=DEFAULT_MODE, label="Mode", elem_id="mode")
+                rerank = gr.Checkbox(False, label="Teacher rerank", info=rerank_info(), elem_id="rerank")
+            message = gr.Markdown(elem_id="search-message")
+            with gr.Row(equal_height=False):
+                student_col = gr.HTML(elem_id="student-hits")
+                teacher_col = gr.HTML(elem_id="teacher-hits")
+            timings = gr.Markdown(elem_id="timings")
+            with gr.Accordion("Open a hit in context", open=True):
+                open_pick = gr.Dropdown([], label="Hit", elem_id="open-pick")
+                context = gr.HTML(elem_id="context")
+
+        with gr.Tab("Library"):
+            lib_message = gr.Markdown(elem_id="library-message")
+            with gr.Row():
+                folder_box = gr.Textbox(label="Folder to add", placeholder="/home/me/notes", scale=4, elem_id="folder")
+                add_btn = gr.Button("Add and index", variant="primary", scale=1, elem_id="add-btn")
+                sync_btn = gr.Button("Sync all", scale=1, elem_id="sync-btn")
+            with gr.Accordion("Browse for a folder", open=False):
+                # Gradio's file picker browses the machine the app runs on (here: yours).
+                browser = gr.FileExplorer(root_dir=str(Path.home()), file_count="single", ignore_glob="**/.*",
+                                           label="Pick a folder (or a file in it)", elem_id="browse")
+            with gr.Row():
+                remove_pick = gr.Dropdown([], label="Folder to remove", scale=4, elem_id="remove-pick")
+                remove_btn = gr.Button("Remove", variant="stop", scale=1, elem_id="remove-btn")
+            summary = gr.Markdown(elem_id="library-summary")
+            # Plain HTML tables: gradio's Dataframe kept showing the old row count after an update.
+            folders_table = gr.HTML(elem_id="folders")
+            failed_table = gr.HTML(elem_id="failed")
+
+        with gr.Tab("Model"):
+            cards_md = gr.Markdown(elem_id="cards")
+            with gr.Accordion("Full cards", open=False):
+                full_md = gr.Markdown(elem_id="full-cards")
+
+        search_inputs = [query, k, mode, rerank]
+        search_outputs = [student_col, teacher_col, timings, message, open_pick]
+        search_btn.click(do_search, search_inputs, search_outputs, api_name="search")
+        query.submit(do_search, search_inputs, search_outputs, api_name=False)
+        rerank.change(on_rerank_toggle, search_inputs, search_outputs, api_name=False)
+        open_pick.change(do_open, open_pick, context, api_name=False)
+        lib_outputs = [lib_message, summary, folders_table, failed_table, remove_pick]
+        add_btn.click(do_add, folder_box, lib_outputs, api_name="add")
+        folder_box.submit(do_add, folder_box, lib_outputs, api_name=False)
+        sync_btn.click(do_sync, None, lib_outputs, api_name="sync")
+        remove_btn.click(do_remove, remove_pick, lib_outputs, api_name="remove")
+        browser.change(picked, browser, folder_box, api_name=False)
+        # API-only route (no component on the page): open a chunk by path and offsets.
+        with gr.Row(visible=False):
+            api_path, api_start, api_end, api_out = gr.Textbox(), gr.Number(), gr.Number(), gr.HTML()
+            gr.Button().click(api_open, [api_path, api_start, api_end], api_out, api_name="open")
+        demo.load(refresh_library, None, lib_outputs, api_name=False)
+        demo.load(lambda: (cards_markdown(), full_cards()), None, [cards_md, full_md], api_name=False)
+
+    demo.edse_service = svc  # for tests and the desktop bundle
+    return demo
+
+
+def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
+          host: str = "127.0.0.1", port: int | None = None, open_browser: bool = False,
+          allow_remote: bool = False, block: bool = True, model: str | os.PathLike | None = None):
+    """Build and launch the UI. Returns the Blocks (running in the background when block=False)."""
+    warning = check_host(host, allow_remote)
+    if warning:
+        print(f"edge-dse: {warning}", file=sys.stderr)
+    demo = build_app(library, teacher=teacher, model=model)
+    # One run at a time per event (one search, one sync), but a search and a sync run together.
+    demo.queue(default_concurrency_limit=1)
+    css = {"css": CSS} if "css" in inspect.signature(demo.launch).parameters else {}
+    demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser,
+                prevent_thread_lock=True, show_error=False, quiet=True, **css)
+    svc = demo.edse_service
+    print(f"edge-dse: UI at {demo.local_url} (library {svc.path}; Ctrl+C stops it)", file=sys.stderr, flush=True)
+    if block:
+        try:
+            demo.block_thread()
+        finally:
+            svc.close()
+    return demo

@@ -1,0 +1,299 @@
+"""What the web UI (edge_dse/app.py) calls, without gradio: searching with and without the
+teacher, changing the library, opening a hit, reading the model cards, checking the host.
+
+Kept apart from the page so it can be tested without a browser and reused by other front ends.
+
+Threads: gradio runs each event in a worker thread and lets different events run at once, so a
+search works while a sync runs. Searches go through one read-only Library (it reloads the HNSW
+cache when a writer saved a newer one); each add/sync/remove opens its own writing Library,
+which takes the cross-process writer lock, so another `edge-dse` process writing the same
+library gives a one-line message instead of a clash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import config
+from .errors import EdgeDSEError
+from .library import MAX_QUERY_CHARS, Hit, Library
+from .modes import DEFAULT_MODE
+
+# The teacher re-scores more than the k hits shown, so it can pull up a hit the student ranked
+# just below the cut (shown as "new"); capped because the teacher is the slow model.
+RERANK_POOL_MIN = 20
+RERANK_POOL_MAX = 50
+MAX_K = 50
+# Characters of the file shown on each side of an opened chunk.
+CONTEXT_CHARS = 1500
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+def movement(hit: Hit, k: int) -> str:
+    """How far a reranked hit moved from the student's rank: ↑n, ↓n, =, or "new" when the
+    student ranked it below the k it showed."""
+    if hit.student_rank is None:
+        return ""
+    if hit.student_rank > k:
+        return "new"
+    step = hit.student_rank - hit.rank
+    return f"↑{step}" if step > 0 else f"↓{-step}" if step < 0 else "="
+
+
+def agreement(student: Sequence[Hit], teacher: Sequence[Hit], k: int) -> tuple[float, float | None]:
+    """(overlap@k, Kendall tau) of two top-k lists. Tau is computed over the chunks both lists
+    hold (None when fewer than two are shared): 1 = same order, -1 = reversed."""
+    s = [h.chunk_id for h in student[:k]]
+    t_pos = {h.chunk_id: i for i, h in enumerate(teacher[:k])}
+    shared = [c for c in s if c in t_pos]  # in student order
+    overlap = len(shared) / k if k else 0.0
+    if len(shared) < 2:
+        return overlap, None
+    concordant = discordant = 0
+    for i in range(len(shared)):
+        for j in range(i + 1, len(shared)):
+            if t_pos[shared[i]] < t_pos[shared[j]]:
+                concordant += 1
+            else:
+                discordant += 1
+    return overlap, (concordant - discordant) / (concordant + discordant)
+
+
+TIMING_LABELS = [("model_load_ms", "model load"), ("encode_ms", "encode"), ("ann_ms", "ANN"),
+                 ("keyword_ms", "keyword"), ("fetch_ms", "fetch"), ("teacher_load_ms", "teacher load"),
+                 ("rerank_ms", "rerank")]
+
+
+def format_timings(timings: dict[str, float]) -> str:
+    """One line, stages in pipeline order: 'encode 3.1 ms · ANN 0.4 ms · ... · total 4.0 ms'."""
+    parts = [f"{label} {timings[key]:.1f} ms" for key, label in TIMING_LABELS if key in timings]
+    total = sum(timings.get(key, 0.0) for key, _ in TIMING_LABELS)
+    return " · ".join(parts + [f"total {total:.1f} ms"])
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, allow_remote: bool) -> str:
+    """"" for a loopback host; a warning to print for another one the user allowed; raises for
+    another one not allowed (the page has no login: anyone reaching it reads the indexed files)."""
+    if is_loopback(host):
+        return ""
+    if not allow_remote:
+        raise EdgeDSEError(f"refusing to listen on {host}: anyone who can reach it could search and read your "
+                           "files; use the default 127.0.0.1, or add --allow-remote if you mean it")
+    return (f"warning: listening on {host}: anyone who can reach this address can search and read your "
+            "indexed files (there is no login)")
+
+
+# -- model cards -------------------------------------------------------------------------------
+@dataclass
+class Card:
+    folder: Path
+    card: dict
+    markdown: str  # card.md, "" when the folder has none
+    roles: list[str] = field(default_factory=list)  # "search encoder", "teacher (reranker)"
+
+    def summary(self) -> str:
+        """The card's key facts in one Markdown line (whatever the card holds)."""
+        c = self.card
+        mb = sum(f.get("bytes", 0) for f in (c.get("files") or {}).values() if isinstance(f, dict)) / 1e6
+        facts = [f"kind {c['kind']}" if c.get("kind") else "",
+                 f"{c['dim']}-d" if c.get("dim") else "",
+                 f"{c['pooling']} pooling" if c.get("pooling") else "",
+                 f"max {c['max_length']} tokens" if c.get("max_length") else "",
+                 f"{mb:.1f} MB of files" if mb else ""]
+        return " · ".join(f for f in facts if f)
+
+
+def read_cards(model: str | os.PathLike | None, teacher: str | os.PathLike | None) -> list[Card]:
+    """Every model card under assets/ plus the model and teacher in use (when they live
+    elsewhere), each marked with the role it plays in this app."""
+    from .rerank import resolve_teacher_dir
+
+    folders: list[Path] = sorted(p for p in config.assets_dir().glob("*") if (p / "card.json").is_file())
+    roles: dict[Path, list[str]] = {}
+    for role, resolve in (("search encoder (student)", lambda: config.resolve_model_dir(model)),
+                          ("teacher (reranker)", lambda: resolve_teacher_dir(teacher))):
+        try:
+            path = resolve().resolve()
+        except (FileNotFoundError, EdgeDSEError):
+            continue
+        if (path / "card.json").is_file():
+            roles.setdefault(path, []).append(role)
+            if path not in [f.resolve() for f in folders]:
+                folders.append(path)
+    cards = []
+    for folder in folders:
+        try:
+            card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            card = {"id": folder.name, "error": f"card.json unreadable: {exc}"}
+        md = folder / "card.md"
+        cards.append(Card(folder, card, md.read_text(encoding="utf-8") if md.is_file() else "",
+                          roles.get(folder.resolve(), [])))
+    return cards
+
+
+# -- the service behind the page -------------------------------------------------------------------
+@dataclass
+class SearchResult:
+    student: list[Hit]
+    teacher: list[Hit] | None  # None: no rerank asked for, or it could not run (teacher_note says why)
+    timings: dict[str, float]
+    note: str = ""  # about the query or the student's results
+    teacher_note: str = ""  # why there is no teacher column
+
+
+class Service:
+    """What the page calls: one read-only Library for searches, a writing one per change."""
+
+    def __init__(self, library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
+                 model: str | os.PathLike | None = None) -> None:
+        self.path = Path(library).expanduser() if library is not None else config.default_library_dir()
+        self.model = model
+        self.teacher = teacher
+        self._reader: Library | None = None
+        self._read_lock = threading.Lock()  # one search at a time through the shared reader
+        self._write_lock = threading.Lock()  # one add/sync/remove at a time in this process
+        self._teacher_problem = self._check_teacher()
+
+    def _check_teacher(self) -> str:
+        """Why reranking is unavailable ("" when a teacher folder is there). Checked without
+        loading the model, so the page opens fast; a broken teacher still reports on first use."""
+        from .rerank import resolve_teacher_dir
+
+        try:
+            path = resolve_teacher_dir(self.teacher)
+        except EdgeDSEError as exc:
+            return str(exc)
+        if not (path / "card.json").is_file():
+            return f"{path} holds no card.json: pass a teacher folder made by `edge-dse distill` (--teacher PATH)"
+        return ""
+
+    @property
+    def teacher_problem(self) -> str:
+        # Looked at again while there is a problem: a teacher installed meanwhile is picked up.
+        if self._teacher_problem:
+            self._teacher_problem = self._check_teacher()
+        return self._teacher_problem
+
+    # -- reading --------------------------------------------------------------------------------
+    def reader(self) -> Library:
+        if self._reader is None:
+            if not (self.path / "catalog.db").is_file():
+                raise EdgeDSEError(f"the library at {self.path} is empty: add a folder in the Library tab")
+            self._reader = Library(self.path, model=self.model, readonly=True, progress=False)
+        return self._reader
+
+    def search(self, query: str, k: int = 10, mode: str = DEFAULT_MODE, rerank: bool = False) -> SearchResult:
+        query = query or ""
+        note = ""
+        if len(query) > MAX_QUERY_CHARS:
+            note = f"the query was {len(query):,} characters: only its first {MAX_QUERY_CHARS:,} were used"
+            query = query[:MAX_QUERY_CHARS]
+        if not query.strip():
+            raise EdgeDSEError("type a query first (what you are looking for, in your own words)")
+        k = max(1, min(int(k), MAX_K))
+        teacher_note = f"reranking is off: {self.teacher_problem}" if rerank and self.teacher_problem else ""
+        rerank = rerank and not teacher_note
+        with self._read_lock:
+            lib = self.reader()
+            pool = min(max(2 * k, RERANK_POOL_MIN), RERANK_POOL_MAX) if rerank else k
+            hits = lib.search(query, k=pool, mode=mode)
+            timings = dict(hits.timings)
+            teacher_hits = None
+            if rerank and hits:
+                try:
+                    reranked = lib.rerank(query, hits, teacher=self.teacher)
+                except EdgeDSEError as exc:  # a broken teacher: the student's results still show
+                    teacher_note = f"the teacher failed: {exc}"
+                else:
+                    timings.update(reranked.timings)
+                    teacher_hits = list(reranked[:k])
+            if not hits:
+                empty = not lib.status()["chunks"]
+                note = note or ("the library has no indexed files yet: add a folder in the Library tab" if empty
+                                else "no results: try other words, or the keyword or hybrid mode")
+        timings.pop("total_ms", None)  # the student's own total; format_timings adds all stages
+        return SearchResult(list(hits[:k]), teacher_hits, timings, note, teacher_note)
+
+    def status(self) -> dict | None:
+        if not (self.path / "catalog.db").is_file():
+            return None
+        with self._read_lock:
+            return self.reader().status()
+
+    def open_chunk(self, path: str, start: int, end: int) -> tuple[str, str, str, int, int]:
+        """(text before, the chunk, text after, chunk start, chunk end) of an indexed file.
+
+        Only a file of this library inside one of its folders is read: the page (or a crafted
+        API call) could otherwise make it read any file the user can."""
+        from .ingest.extract import extract
+
+        with self._read_lock:
+            lib = self.reader()
+            folders = [Path(f).resolve() for f in lib.catalog.folders()]
+            known = lib.catalog.file_state(str(path)) is not None
+        target = Path(path).resolve()  # follows "..", and symlinks out of the folder
+        if not known or not any(target.is_relative_to(f) for f in folders):
+            raise EdgeDSEError(f"refused to open {path}: it is not a file in this library's folders "
+                               "(open hits from the search results)")
+        if not target.is_file():
+            raise EdgeDSEError(f"{path} is gone since it was indexed: sync the library (Library tab)")
+        text = extract(target).text
+        start, end = max(0, int(start)), min(len(text), int(end))
+        if start >= end:
+            raise EdgeDSEError(f"{path} changed since it was indexed: sync the library (Library tab)")
+        a, b = max(0, start - CONTEXT_CHARS), min(len(text), end + CONTEXT_CHARS)
+        return text[a:start], text[start:end], text[end:b], start, end
+
+    # -- writing --------------------------------------------------------------------------------
+    def _writing(self, action: Callable[[Library], object]):
+        if not self._write_lock.acquire(blocking=False):
+            raise EdgeDSEError("another add, sync or remove is running: wait for it to finish")
+        try:
+            # progress=True: the library reports through tqdm, which gradio's Progress tracks.
+            with Library(self.path, model=self.model, progress=True) as lib:
+                return action(lib)
+        finally:
+            self._write_lock.release()
+
+    def add(self, folder: str) -> str:
+        folder = (folder or "").strip()
+        if not folder:
+            raise EdgeDSEError("type the path of a folder to add")
+        return _report_text(f"added {folder}", self._writing(lambda lib: lib.add(folder)))
+
+    def sync(self) -> str:
+        return _report_text("synced", self._writing(lambda lib: lib.sync()))
+
+    def remove(self, folder: str) -> str:
+        if not folder:
+            raise EdgeDSEError("pick a folder to remove")
+        n = self._writing(lambda lib: lib.remove(folder))
+        return f"removed {folder}: {n} files"
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _report_text(what: str, report) -> str:
+    text = f"{what}: {report.summary()}"
+    if report.errors:
+        text += f" ({len(report.errors)} failed: see the failed files below)"
+    return text

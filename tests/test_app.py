@@ -1,0 +1,219 @@
+"""The web UI's service (edge_dse/app_service.py) and `edge-dse ui`'s host checks, on a real
+library of real files and the real model; the page itself is driven in a browser by
+tests/test_app_browser.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import TOPICS, run_cli, shipped_model_dir
+
+from edge_dse import EdgeDSEError, Library
+from edge_dse.app_service import (Service, agreement, check_host, format_timings, is_loopback, movement,
+                                  read_cards)
+from edge_dse.library import MAX_QUERY_CHARS, Hit
+
+
+def hit(chunk_id: int, rank: int, student_rank: int | None = None) -> Hit:
+    return Hit(rank=rank, score=1.0 / rank, path=f"/d/{chunk_id}.txt", text="t", start=0, end=1, heading=None,
+               chunk_id=chunk_id, student_rank=student_rank)
+
+
+def test_movement_says_up_down_same_or_new():
+    assert movement(hit(1, 1, 4), k=5) == "↑3"
+    assert movement(hit(1, 3, 1), k=5) == "↓2"
+    assert movement(hit(1, 2, 2), k=5) == "="
+    assert movement(hit(1, 2, 7), k=5) == "new"
+    assert movement(hit(1, 2), k=5) == ""
+
+
+def test_agreement_overlap_and_kendall_tau():
+    student = [hit(c, i + 1) for i, c in enumerate([1, 2, 3, 4])]
+    assert agreement(student, list(student), 4) == (1.0, 1.0)
+    reverse = [hit(c, i + 1) for i, c in enumerate([4, 3, 2, 1])]
+    assert agreement(student, reverse, 4) == (1.0, -1.0)
+    other = [hit(c, i + 1) for i, c in enumerate([1, 9, 8, 7])]
+    assert agreement(student, other, 4) == (0.25, None)
+
+
+def test_format_timings_in_pipeline_order_with_total():
+    line = format_timings({"rerank_ms": 10.0, "encode_ms": 2.0, "ann_ms": 0.5, "fetch_ms": 0.25})
+    assert line == "encode 2.0 ms · ANN 0.5 ms · fetch 0.2 ms · rerank 10.0 ms · total 12.8 ms"
+
+
+def test_host_check_refuses_non_loopback_without_the_flag():
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert check_host("127.0.0.1", False) == ""
+    with pytest.raises(EdgeDSEError, match="--allow-remote"):
+        check_host("0.0.0.0", False)
+    assert "warning" in check_host("0.0.0.0", True)
+
+
+def test_cli_ui_refuses_a_non_loopback_host_in_one_line(tmp_path):
+    result = run_cli("ui", str(tmp_path / "lib"), "--host", "0.0.0.0", "--port", "9")
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0" in result.stderr and "--allow-remote" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ui_defaults_bind_loopback_and_never_share():
+    from edge_dse.cli import build_parser
+
+    args = build_parser().parse_args(["ui"])
+    assert args.host == "127.0.0.1" and not args.allow_remote
+    import inspect
+
+    from edge_dse import app
+
+    assert inspect.signature(app.serve).parameters["host"].default == "127.0.0.1"
+    assert "share=False" in inspect.getsource(app.serve)
+
+
+def test_plain_import_and_the_cli_load_no_gradio():
+    code = "import sys, edge_dse, edge_dse.cli, edge_dse.app_service; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def stand_in_teacher(tmp_path_factory):
+    """The shipped encoder declared a bi-encoder teacher (as tests/test_rerank.py): passed
+    explicitly, so these tests do not depend on whether assets/teacher exists."""
+    folder = tmp_path_factory.mktemp("teacher") / "bt"
+    shutil.copytree(shipped_model_dir(), folder)
+    card = json.loads((folder / "card.json").read_text())
+    card.update(kind="bi-encoder", id="test/bi-teacher", name="stand-in teacher")
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture
+def service(tmp_path, corpus, stand_in_teacher):
+    svc = Service(tmp_path / "lib", teacher=stand_in_teacher, model=shipped_model_dir())
+    yield svc
+    svc.close()
+
+
+def test_empty_library_and_empty_query_get_messages(service, corpus):
+    with pytest.raises(EdgeDSEError, match="empty: add a folder"):
+        service.search("anything")
+    assert service.status() is None
+    service.add(str(corpus))
+    with pytest.raises(EdgeDSEError, match="type a query first"):
+        service.search("   ")
+
+
+def test_search_with_rerank_gives_both_columns_and_all_stage_timings(service, corpus):
+    message = service.add(str(corpus))
+    assert message.startswith(f"added {corpus}") and "7 added" in message
+    res = service.search(TOPICS["bike"][2], k=3, rerank=False)
+    assert res.student[0].path.endswith("bike.pdf") and res.teacher is None
+    assert {"encode_ms", "ann_ms", "fetch_ms"} <= set(res.timings)
+    res = service.search(TOPICS["bike"][2], k=3, rerank=True)
+    assert len(res.student) == len(res.teacher) == 3
+    assert res.teacher[0].path.endswith("bike.pdf")
+    assert all(h.student_rank is not None for h in res.teacher) and "rerank_ms" in res.timings
+
+
+def test_rerank_without_a_teacher_keeps_the_student_and_names_the_fix(tmp_path, corpus, monkeypatch):
+    assets = tmp_path / "assets"
+    shutil.copytree(shipped_model_dir(), assets / "baseline")
+    monkeypatch.setenv("EDGE_DSE_ASSETS", str(assets))
+    svc = Service(tmp_path / "lib")
+    svc.add(str(corpus))
+    res = svc.search(TOPICS["bread"][2], k=2, rerank=True)
+    assert res.student and res.teacher is None
+    assert "no teacher model" in res.teacher_note and "edge-dse distill" in res.teacher_note
+    assert [c.card["name"] for c in read_cards(None, None)] == ["baseline"]
+    svc.close()
+
+
+def test_a_100k_character_query_is_cut_with_a_note(service, corpus):
+    service.add(str(corpus))
+    for mode in ("vector", "keyword", "hybrid"):
+        res = service.search("sourdough bread " * 6250, k=3, mode=mode)
+        assert f"first {MAX_QUERY_CHARS:,}" in res.note
+
+
+def test_open_chunk_reads_only_files_of_the_library(service, corpus, tmp_path):
+    service.add(str(corpus))
+    top = service.search(TOPICS["bread"][2], k=1).student[0]
+    before, chunk, after, start, end = service.open_chunk(top.path, top.start, top.end)
+    assert "sourdough" in chunk and (start, end) == (top.start, top.end)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    (corpus / "link.txt").symlink_to(secret)  # a link out of the folder, made after indexing
+    for crafted in (str(secret), str(corpus / ".." / "secret.txt"), str(corpus / "link.txt"), "/etc/passwd"):
+        with pytest.raises(EdgeDSEError, match="refused to open"):
+            service.open_chunk(crafted, 0, 5)
+
+
+def test_writes_by_another_process_give_a_message_while_searches_go_on(service, corpus):
+    service.add(str(corpus))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from edge_dse.store import WriterLock; "
+         f"lock = WriterLock({str(service.path / 'write.lock')!r}); lock.acquire(); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(EdgeDSEError, match="being written by another process"):
+            service.sync()
+        assert service.search(TOPICS["sleep"][2], k=1).student[0].path.endswith("sleep.rst")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_remove_and_failed_files_show_in_status(service, corpus):
+    (corpus / "scan.pdf").write_bytes(b"%PDF-1.4 broken")
+    service.add(str(corpus))
+    info = service.status()
+    assert info["folders_detail"] == {str(corpus): 8}
+    assert [p for p, _ in info["errors_detail"]] == [str(corpus / "scan.pdf")]
+    assert service.remove(str(corpus)) == f"removed {corpus}: 8 files"
+    assert service.status()["files"] == 0
+    with Library(service.path, model=shipped_model_dir(), readonly=True) as lib:
+        assert lib.status()["chunks"] == 0
+
+
+def test_model_cards_cover_the_assets_and_mark_the_roles(stand_in_teacher):
+    cards = read_cards(shipped_model_dir(), stand_in_teacher)
+    by_id = {c.card["id"]: c for c in cards}
+    assert "test/bi-teacher" in by_id and by_id["test/bi-teacher"].roles == ["teacher (reranker)"]
+    student = [c for c in cards if "search encoder (student)" in c.roles]
+    assert len(student) == 1 and "384-d" in student[0].summary() and student[0].markdown
+    assert os.path.samefile(student[0].folder, shipped_model_dir())
+
+
+def test_snippets_mark_query_words_and_escape_html():
+    from edge_dse.app import snippet_html, table_html
+
+    out = snippet_html("The index <b>crashes</b> & the indexed file", "how is the index rebuilt after a crash?")
+    assert out == "The <mark>index</mark> &lt;b&gt;<mark>crashes</mark>&lt;/b&gt; &amp; the <mark>indexed</mark> file"
+    long = snippet_html("filler " * 100 + "the sourdough loaf", "sourdough", width=60)
+    assert long.startswith("… ") and "<mark>sourdough</mark>" in long
+    assert "<td>&lt;x&gt;</td>" in table_html("t", ["a"], [["<x>"]]) and "none yet" in table_html("t", ["a"], [])
+
+
+def test_a_search_runs_while_a_sync_writes(service, corpus, tmp_path):
+    import threading
+
+    from conftest import REPO
+
+    service.add(str(corpus))
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "edge_dse" / "store", code, ignore=shutil.ignore_patterns("__pycache__"))
+    done: list[str] = []
+    writer = threading.Thread(target=lambda: done.append(service.add(str(code))))
+    writer.start()
+    while not service._write_lock.locked() and not done:
+        time.sleep(0.01)
+    res = service.search(TOPICS["python"][2], k=1)  # not blocked by, nor failing on, the write
+    writer.join()
+    assert res.student[0].path.endswith("python.py") and done[0].startswith(f"added {code}")

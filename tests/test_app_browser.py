@@ -1,0 +1,243 @@
+"""The real `edge-dse ui` in a real browser (headless Chromium driven by Playwright), and its API
+route through gradio_client.
+
+Needs the ui extra, playwright and Debian's chromium (STACK.md: playwright cannot download its
+own browser here). Elsewhere the test skips with the reason; in CI (CI=true) a missing piece is
+a failure, so the browser test never silently stops running there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import OUTPUT, REPO, TOPICS, TYPE_OF_TOPIC, shipped_model_dir, write_topic
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+QUERY = "how is the index rebuilt after a crash?"
+
+
+def _missing() -> str:
+    for module in ("gradio", "gradio_client", "playwright"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install -e '.[test,ui]')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no chromium at {CHROMIUM} (apt-get install -y --no-install-recommends chromium)"
+    return ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_a_browser():
+    why = _missing()
+    if why and os.environ.get("CI") == "true":
+        pytest.fail(f"the browser test must run in CI: {why}")
+    if why:
+        pytest.skip(why)
+
+
+def expect(locator):
+    from playwright.sync_api import expect as pw_expect  # imported late: the module loads without it
+
+    return pw_expect(locator)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.fixture(scope="module")
+def stand_in_teacher(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher") / "bt"
+    shutil.copytree(shipped_model_dir(), folder)
+    card = json.loads((folder / "card.json").read_text())
+    card.update(kind="bi-encoder", id="test/bi-teacher", name="stand-in teacher")
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """notes/: one real file of each type, indexed before the app starts; code/: a copy of some of
+    this package's own sources plus a damaged PDF, added through the page."""
+    from edge_dse import Library
+
+    root = tmp_path_factory.mktemp("ui")
+    notes, code = root / "notes", root / "code"
+    notes.mkdir()
+    for key, suffix in TYPE_OF_TOPIC.items():
+        write_topic(notes, key, suffix)
+    for part in ("store", "ingest"):  # a fixed set: other folders of the package come and go
+        shutil.copytree(REPO / "edge_dse" / part, code / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "edge_dse" / "library.py", code)
+    (code / "scan.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n")
+    with Library(root / "lib", model=shipped_model_dir(), progress=False) as lib:
+        lib.add(notes)
+    return root / "lib", notes, code
+
+
+@pytest.fixture(scope="module")
+def server(folders, stand_in_teacher):
+    lib, _, _ = folders
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "ui", str(lib), "--port", str(port),
+                             "--teacher", str(stand_in_teacher), "--model", str(shipped_model_dir())],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, f"edge-dse ui exited {proc.returncode}: {proc.stdout.read()}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "edge-dse ui did not come up in 180 s"
+        time.sleep(0.5)
+    yield url, port
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    assert "Traceback" not in out, out
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import expect as pw_expect
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)  # a sync embeds real files on a shared CPU
+        pw_expect.set_options(timeout=120_000)
+        page.goto(server[0])
+        yield page
+        browser.close()
+
+
+def test_the_server_listens_on_loopback_only(server):
+    _, port = server
+    addresses = _listening_addresses(port)
+    if not addresses:
+        pytest.skip("no /proc/net/tcp to read listening sockets from")
+    assert addresses == {"0100007F"}  # 127.0.0.1, and nothing on all interfaces
+
+
+def test_add_a_folder_through_the_page_and_see_the_tables(page, folders):
+    _, notes, code = folders
+    OUTPUT.mkdir(exist_ok=True)
+    page.get_by_role("tab", name="Library").click()
+    expect(page.locator("#folders")).to_contain_text(str(notes))
+    # Count progress indicators as they appear: the sync is too short to catch one by polling.
+    page.evaluate("""() => { window.edseProgress = 0; new MutationObserver(() => {
+        if (document.querySelector('#library-message .progress-text, #library-message .eta-bar, .progress-level'))
+            window.edseProgress++; }).observe(document.body, {subtree: true, childList: true}); }""")
+    page.locator("#folder").get_by_role("textbox").fill(str(code))
+    page.locator("#add-btn").click()
+    expect(page.locator("#library-message")).to_contain_text(f"added {code}")
+    assert page.evaluate("window.edseProgress") > 0, "no progress was shown during the sync"
+    message = page.locator("#library-message").inner_text()
+    assert "1 failed" in message and "Traceback" not in page.content()
+    expect(page.locator("#folders")).to_contain_text(str(code))
+    failed = page.locator("#failed").inner_text()
+    assert "scan.pdf" in failed and "PDF" in failed
+    assert re.search(r"2 folders, \d+ files", page.locator("#library-summary").inner_text())
+    page.screenshot(path=str(OUTPUT / "ui-library.png"), full_page=True)
+
+
+def test_search_shows_both_columns_timings_and_the_rerank(page, folders):
+    page.get_by_role("tab", name="Search").click()
+    box = page.locator("#query").get_by_role("textbox")
+    box.fill(QUERY)
+    box.press("Enter")
+    page.locator("#student-hits .edse-hit").first.wait_for()
+    assert "ann.py" in page.locator("#student-hits").inner_text()
+    expect(page.locator("#teacher-hits")).to_contain_text("turn on")
+    timing = page.locator("#timings").inner_text()
+    assert all(stage in timing for stage in ("encode", "ANN", "fetch", "total")), timing
+    page.locator("#rerank").get_by_role("checkbox").check()
+    page.locator("#teacher-hits .edse-hit").first.wait_for()
+    expect(page.locator("#timings")).to_contain_text("rerank")
+    timing = page.locator("#timings").inner_text()
+    assert "overlap@10" in timing and "Kendall tau" in timing, timing
+    moves = page.locator("#teacher-hits .edse-move").all_inner_texts()
+    assert len(moves) == page.locator("#teacher-hits .edse-hit").count() == 10
+    assert all(re.fullmatch(r"[↑↓]\d+|=|new", m) for m in moves), moves
+    # Open the first hit in context.
+    page.locator("#open-pick").get_by_role("listbox").click()
+    page.get_by_role("option").first.click()
+    page.locator("#context mark").wait_for()
+    assert page.locator("#context mark").inner_text().strip()
+    page.screenshot(path=str(OUTPUT / "ui-search.png"), full_page=True)
+
+
+def test_bad_input_gets_a_message_not_a_trace(page):
+    page.get_by_role("tab", name="Search").click()
+    box = page.locator("#query").get_by_role("textbox")
+    box.fill("")
+    box.press("Enter")
+    expect(page.locator("#search-message")).to_contain_text("type a query first")
+    box.fill("sourdough " * 10_000)  # 100k characters
+    box.press("Enter")
+    expect(page.locator("#search-message")).to_contain_text("only its first")
+    assert "Traceback" not in page.content()
+
+
+def test_model_tab_shows_the_cards(page):
+    page.get_by_role("tab", name="Model").click()
+    cards = page.locator("#cards")
+    expect(cards).to_contain_text("test/bi-teacher")
+    text = cards.inner_text()
+    assert "search encoder (student)" in text and "teacher (reranker)" in text and "384-d" in text
+
+
+def test_the_api_route_with_gradio_client(server, folders):
+    from gradio_client import Client
+
+    _, notes, _ = folders
+    client = Client(server[0], verbose=False)
+    student, teacher, timing, message, choices = client.predict(TOPICS["bike"][2], 3, "vector", True,
+                                                                api_name="/search")
+    assert "bike.pdf" in student.split("edse-hit")[1] and "bike.pdf" in teacher.split("edse-hit")[1]
+    assert "rerank" in timing and "overlap@3" in timing and message == ""
+    path, start, end = json.loads(choices["choices"][0][1])
+    assert "<mark>" in client.predict(path, start, end, api_name="/open")
+    secret = notes.parent / "secret.txt"
+    secret.write_text("private")
+    refused = client.predict(str(notes / ".." / "secret.txt"), 0, 7, api_name="/open")
+    assert "refused to open" in refused and "private" not in refused
