@@ -144,14 +144,14 @@ def guarded(on_error: Callable[[str], object]):
 
 
 def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
-              model: str | os.PathLike | None = None):
+              model: str | os.PathLike | None = None, threads: int | None = None, wait: float = 0.0):
     """The gradio Blocks of the UI over one library (launch it with `serve`)."""
     try:
         import gradio as gr
     except ImportError as exc:
         raise EdgeDSEError(f"the UI needs the ui extra ({exc.name} is missing): pip install 'edge-dse[ui]'") from exc
 
-    svc = Service(library, teacher=teacher, model=model)
+    svc = Service(library, teacher=teacher, model=model, threads=threads, wait=wait)
 
     def rerank_info():
         return ("re-order the hits with the teacher (slower, better)" if not svc.teacher_problem
@@ -175,8 +175,8 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
             overlap, tau = agreement(res.student, res.teacher, k)
             agree = f" — agreement: overlap@{k} {overlap:.2f}, Kendall tau " + ("n/a" if tau is None else f"{tau:+.2f}")
         line = f"**[{mode}]** " + format_timings(res.timings) + agree
-        notes = [n for n in (res.note, res.teacher_note) if n]
-        return (student, teacher_col, line, " ".join(f"ℹ️ {n}" for n in notes),
+        # The teacher's note shows in its own column, not again in the message line.
+        return (student, teacher_col, line, f"ℹ️ {res.note}" if res.note else "",
                 gr.update(choices=open_choices(res), value=None))
 
     def on_rerank_toggle(query, k, mode, rerank):
@@ -287,6 +287,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
                 folder_box = gr.Textbox(label="Folder to add", placeholder="/home/me/notes", scale=4, elem_id="folder")
                 add_btn = gr.Button("Add and index", variant="primary", scale=1, elem_id="add-btn")
                 sync_btn = gr.Button("Sync all", scale=1, elem_id="sync-btn")
+                refresh_btn = gr.Button("Refresh", scale=1, size="sm", elem_id="refresh-btn")  # after another process wrote
             with gr.Accordion("Browse for a folder", open=False):
                 # Gradio's file picker browses the machine the app runs on (here: yours).
                 browser = gr.FileExplorer(root_dir=str(Path.home()), file_count="single", ignore_glob="**/.*",
@@ -301,7 +302,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
 
         with gr.Tab("Model"):
             cards_md = gr.Markdown(elem_id="cards")
-            with gr.Accordion("Full cards", open=False):
+            with gr.Accordion("Full cards: how each model was made, what was measured", open=True):
                 full_md = gr.Markdown(elem_id="full-cards")
 
         search_inputs = [query, k, mode, rerank]
@@ -315,6 +316,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
         folder_box.submit(do_add, folder_box, lib_outputs, api_name=False)
         sync_btn.click(do_sync, None, lib_outputs, api_name="sync")
         remove_btn.click(do_remove, remove_pick, lib_outputs, api_name="remove")
+        refresh_btn.click(refresh_library, None, lib_outputs, api_name=False)
         browser.change(picked, browser, folder_box, api_name=False)
         # API-only route (no component on the page): open a chunk by path and offsets.
         with gr.Row(visible=False):
@@ -329,12 +331,13 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
 
 def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
           host: str = "127.0.0.1", port: int | None = None, open_browser: bool = False,
-          allow_remote: bool = False, block: bool = True, model: str | os.PathLike | None = None):
+          allow_remote: bool = False, block: bool = True, model: str | os.PathLike | None = None,
+          threads: int | None = None, wait: float = 0.0):
     """Build and launch the UI. Returns the Blocks (running in the background when block=False)."""
     warning = check_host(host, allow_remote)
     if warning:
         print(f"edge-dse: {warning}", file=sys.stderr)
-    demo = build_app(library, teacher=teacher, model=model)
+    demo = build_app(library, teacher=teacher, model=model, threads=threads, wait=wait)
     # One run at a time per event (one search, one sync), but a search and a sync run together.
     demo.queue(default_concurrency_limit=1)
     css = {"css": CSS} if "css" in inspect.signature(demo.launch).parameters else {}

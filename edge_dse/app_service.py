@@ -161,10 +161,12 @@ class Service:
     """What the page calls: one read-only Library for searches, a writing one per change."""
 
     def __init__(self, library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
-                 model: str | os.PathLike | None = None) -> None:
+                 model: str | os.PathLike | None = None, threads: int | None = None, wait: float = 0.0) -> None:
         self.path = Path(library).expanduser() if library is not None else config.default_library_dir()
         self.model = model
         self.teacher = teacher
+        self.threads = threads
+        self.wait = wait  # seconds a change waits for another process writing the library
         self._reader: Library | None = None
         self._read_lock = threading.Lock()  # one search at a time through the shared reader
         self._write_lock = threading.Lock()  # one add/sync/remove at a time in this process
@@ -195,7 +197,7 @@ class Service:
         if self._reader is None:
             if not (self.path / "catalog.db").is_file():
                 raise EdgeDSEError(f"the library at {self.path} is empty: add a folder in the Library tab")
-            self._reader = Library(self.path, model=self.model, readonly=True, progress=False)
+            self._reader = Library(self.path, model=self.model, readonly=True, progress=False, threads=self.threads)
         return self._reader
 
     def search(self, query: str, k: int = 10, mode: str = DEFAULT_MODE, rerank: bool = False) -> SearchResult:
@@ -266,7 +268,7 @@ class Service:
             raise EdgeDSEError("another add, sync or remove is running: wait for it to finish")
         try:
             # progress=True: the library reports through tqdm, which gradio's Progress tracks.
-            with Library(self.path, model=self.model, progress=True) as lib:
+            with Library(self.path, model=self.model, progress=True, threads=self.threads, wait=self.wait) as lib:
                 return action(lib)
         finally:
             self._write_lock.release()

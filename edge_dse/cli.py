@@ -163,7 +163,8 @@ def cmd_ui(args) -> int:
     except ImportError as exc:  # gradio missing: the ui extra is not installed
         raise EdgeDSEError(f"`edge-dse ui` needs the ui extra ({exc.name} is missing): pip install -e '.[ui]'") from exc
     app.serve(args.library_arg or args.library, teacher=args.teacher, model=args.model, host=args.host,
-              port=args.port, open_browser=args.open, allow_remote=args.allow_remote)
+              port=args.port, open_browser=args.open, allow_remote=args.allow_remote, threads=args.threads,
+              wait=args.wait)
     return 0
 
 

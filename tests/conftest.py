@@ -65,6 +65,21 @@ def shipped_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def stand_in_teacher(tmp_path_factory) -> Path:
+    """The shipped encoder declared a bi-encoder teacher: lets the rerank paths run whether or not
+    assets/teacher exists (pass it explicitly)."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("teacher") / "stand-in"
+    shutil.copytree(shipped_model_dir(), folder)
+    card = json.loads((folder / "card.json").read_text())
+    card.update(kind="bi-encoder", id="test/bi-teacher", name="stand-in teacher")
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def encoder():
     """The real shipped encoder, loaded once per test session."""
     from edge_dse import Encoder

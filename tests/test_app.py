@@ -4,7 +4,6 @@ tests/test_app_browser.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -79,18 +78,6 @@ def test_plain_import_and_the_cli_load_no_gradio():
     code = "import sys, edge_dse, edge_dse.cli, edge_dse.app_service; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-@pytest.fixture(scope="module")
-def stand_in_teacher(tmp_path_factory):
-    """The shipped encoder declared a bi-encoder teacher (as tests/test_rerank.py): passed
-    explicitly, so these tests do not depend on whether assets/teacher exists."""
-    folder = tmp_path_factory.mktemp("teacher") / "bt"
-    shutil.copytree(shipped_model_dir(), folder)
-    card = json.loads((folder / "card.json").read_text())
-    card.update(kind="bi-encoder", id="test/bi-teacher", name="stand-in teacher")
-    (folder / "card.json").write_text(json.dumps(card))
-    return folder
 
 
 @pytest.fixture

@@ -77,16 +77,6 @@ def _listening_addresses(port: int) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def stand_in_teacher(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teacher") / "bt"
-    shutil.copytree(shipped_model_dir(), folder)
-    card = json.loads((folder / "card.json").read_text())
-    card.update(kind="bi-encoder", id="test/bi-teacher", name="stand-in teacher")
-    (folder / "card.json").write_text(json.dumps(card))
-    return folder
-
-
-@pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """notes/: one real file of each type, indexed before the app starts; code/: a copy of some of
     this package's own sources plus a damaged PDF, added through the page."""
