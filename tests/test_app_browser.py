@@ -100,13 +100,16 @@ def folders(tmp_path_factory):
 def server(folders, stand_in_teacher):
     lib, _, _ = folders
     port = _free_port()
+    # Output to a file, not a pipe nobody reads while the tests run: a full pipe would stall the app.
+    log_path = lib.parent / "ui.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "ui", str(lib), "--port", str(port),
                              "--teacher", str(stand_in_teacher), "--model", str(shipped_model_dir())],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
     while True:
-        assert proc.poll() is None, f"edge-dse ui exited {proc.returncode}: {proc.stdout.read()}"
+        assert proc.poll() is None, f"edge-dse ui exited {proc.returncode}: {log_path.read_text()}"
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200:
@@ -118,10 +121,12 @@ def server(folders, stand_in_teacher):
     yield url, port
     proc.terminate()
     try:
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        proc.wait()
+    log.close()
+    out = log_path.read_text()
     assert "Traceback" not in out, out
 
 
