@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import config
-from .app_service import MAX_K, SearchResult, Service, agreement, check_host, format_timings, movement, read_cards
+from .app_service import MAX_K, SearchResult, Service, agreement, check_host, format_timings, movement
 from .errors import EdgeDSEError
 from .library import Hit
 from .modes import DEFAULT_MODE, MODES
@@ -247,7 +247,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
 
     # -- model ------------------------------------------------------------------------------
     def cards_markdown():
-        cards = read_cards(svc.model, svc.teacher)
+        cards = svc.cards()
         parts = [_card_markdown(c) for c in cards] or [f"no model cards under `{config.assets_dir()}`"]
         if svc.teacher_problem:
             parts.append(f"### teacher\n\n⚠️ reranking is off: {svc.teacher_problem}")
@@ -256,7 +256,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
     def full_cards():
         return "\n\n---\n\n".join(c.markdown or "```json\n" + json.dumps(
             {k: v for k, v in c.card.items() if k != "files"}, indent=2)[:6000] + "\n```"
-            for c in read_cards(svc.model, svc.teacher))
+            for c in svc.cards())
 
     # -- layout -----------------------------------------------------------------------------
     # gradio 6 takes css in launch() (see serve), gradio 5 only in Blocks().

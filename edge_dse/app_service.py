@@ -118,33 +118,38 @@ class Card:
         return " · ".join(f for f in facts if f)
 
 
-def read_cards(model: str | os.PathLike | None, teacher: str | os.PathLike | None) -> list[Card]:
+ENCODER_ROLE, TEACHER_ROLE = "search encoder of this library", "teacher (reranker)"
+
+
+def read_cards(model: str | os.PathLike | None, teacher: str | os.PathLike | None,
+               library_model_id: str | None = None) -> list[Card]:
     """Every model card under assets/ plus the model and teacher in use (when they live
-    elsewhere), each marked with the role it plays in this app."""
+    elsewhere), each marked with the role it plays in this app. The search encoder is the one
+    whose id the library recorded when there is a library (it keeps the model that built it),
+    else the one a new library would get."""
     from .rerank import resolve_teacher_dir
 
-    folders: list[Path] = sorted(p for p in config.assets_dir().glob("*") if (p / "card.json").is_file())
+    def card_of(folder: Path) -> dict:
+        try:
+            return json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            return {"id": folder.name, "error": f"card.json unreadable: {exc}"}
+
+    folders = {p.resolve(): card_of(p) for p in sorted(config.assets_dir().glob("*")) if (p / "card.json").is_file()}
     roles: dict[Path, list[str]] = {}
-    for role, resolve in (("search encoder (student)", lambda: config.resolve_model_dir(model)),
-                          ("teacher (reranker)", lambda: resolve_teacher_dir(teacher))):
+    for role, resolve in ((ENCODER_ROLE, lambda: config.resolve_model_dir(model)),
+                          (TEACHER_ROLE, lambda: resolve_teacher_dir(teacher))):
         try:
             path = resolve().resolve()
         except (FileNotFoundError, EdgeDSEError):
             continue
+        if role == ENCODER_ROLE and library_model_id:
+            path = next((p for p, c in folders.items() if c.get("id") == library_model_id), path)
         if (path / "card.json").is_file():
             roles.setdefault(path, []).append(role)
-            if path not in [f.resolve() for f in folders]:
-                folders.append(path)
-    cards = []
-    for folder in folders:
-        try:
-            card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            card = {"id": folder.name, "error": f"card.json unreadable: {exc}"}
-        md = folder / "card.md"
-        cards.append(Card(folder, card, md.read_text(encoding="utf-8") if md.is_file() else "",
-                          roles.get(folder.resolve(), [])))
-    return cards
+            folders.setdefault(path, card_of(path))
+    return [Card(folder, card, (folder / "card.md").read_text(encoding="utf-8") if (folder / "card.md").is_file() else "",
+                 roles.get(folder, [])) for folder, card in folders.items()]
 
 
 # -- the service behind the page -------------------------------------------------------------------
@@ -231,6 +236,13 @@ class Service:
                                 else "no results: try other words, or the keyword or hybrid mode")
         timings.pop("total_ms", None)  # the student's own total; format_timings adds all stages
         return SearchResult(list(hits[:k]), teacher_hits, timings, note, teacher_note)
+
+    def cards(self) -> list[Card]:
+        try:
+            info = self.status()
+        except EdgeDSEError:
+            info = None
+        return read_cards(self.model, self.teacher, info["model"]["model_id"] if info else None)
 
     def status(self) -> dict | None:
         if not (self.path / "catalog.db").is_file():

@@ -14,8 +14,8 @@ import pytest
 from conftest import TOPICS, run_cli, shipped_model_dir
 
 from edge_dse import EdgeDSEError, Library
-from edge_dse.app_service import (Service, agreement, check_host, format_timings, is_loopback, movement,
-                                  read_cards)
+from edge_dse.app_service import (ENCODER_ROLE, TEACHER_ROLE, Service, agreement, check_host, format_timings,
+                                  is_loopback, movement, read_cards)
 from edge_dse.library import MAX_QUERY_CHARS, Hit
 
 
@@ -169,13 +169,15 @@ def test_remove_and_failed_files_show_in_status(service, corpus):
         assert lib.status()["chunks"] == 0
 
 
-def test_model_cards_cover_the_assets_and_mark_the_roles(stand_in_teacher):
-    cards = read_cards(shipped_model_dir(), stand_in_teacher)
+def test_model_cards_cover_the_assets_and_mark_the_roles(service, corpus, stand_in_teacher):
+    service.add(str(corpus))
+    cards = service.cards()
     by_id = {c.card["id"]: c for c in cards}
-    assert "test/bi-teacher" in by_id and by_id["test/bi-teacher"].roles == ["teacher (reranker)"]
-    student = [c for c in cards if "search encoder (student)" in c.roles]
-    assert len(student) == 1 and "384-d" in student[0].summary() and student[0].markdown
-    assert os.path.samefile(student[0].folder, shipped_model_dir())
+    assert "test/bi-teacher" in by_id and by_id["test/bi-teacher"].roles == [TEACHER_ROLE]
+    encoder = [c for c in cards if ENCODER_ROLE in c.roles]
+    assert len(encoder) == 1 and "384-d" in encoder[0].summary() and encoder[0].markdown
+    assert encoder[0].card["id"] == service.status()["model"]["model_id"]
+    assert os.path.samefile(encoder[0].folder, shipped_model_dir())
 
 
 def test_snippets_mark_query_words_and_escape_html():

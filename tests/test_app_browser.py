@@ -218,7 +218,7 @@ def test_model_tab_shows_the_cards(page):
     cards = page.locator("#cards")
     expect(cards).to_contain_text("test/bi-teacher")
     text = cards.inner_text()
-    assert "search encoder (student)" in text and "teacher (reranker)" in text and "384-d" in text
+    assert "search encoder of this library" in text and "teacher (reranker)" in text and "384-d" in text
 
 
 def test_the_api_route_with_gradio_client(server, folders):
