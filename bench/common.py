@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-PYDOC_SOURCES = Path("/usr/share/doc/python3.11/html/_sources")
+# The real text of every benchmark; the harness test points it at a small folder of its own.
+PYDOC_SOURCES = Path(os.environ.get("EDGE_DSE_BENCH_DOCS", "/usr/share/doc/python3.11/html/_sources"))
 PYDOC_HTML = Path("/usr/share/doc/python3.11/html")
 
 
@@ -81,3 +82,76 @@ def machine() -> str:
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (peak_rss_mb cannot go down, so growth needs this)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_child(module: str, payload: dict, timeout: float | None = None) -> dict:
+    """Run `python -m MODULE --one PAYLOAD.json` and return the JSON dict it prints last.
+
+    Each measured row runs in its own process so its peak RSS is its own and a crash (or a
+    missing package) costs that row only: the failure comes back as {"error": ...}."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as fh:
+        json.dump(payload, fh)
+    try:
+        out = subprocess.run([sys.executable, "-m", module, "--one", fh.name], capture_output=True, text=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    finally:
+        os.unlink(fh.name)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode or not lines:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {out.returncode}: {tail[:300]}"}
+    return json.loads(lines[-1])
+
+
+def child_main(measure) -> bool:
+    """In a child started by run_child: read the payload, print measure(payload) as JSON."""
+    import json
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        payload = json.loads(Path(sys.argv[2]).read_text(encoding="utf-8"))
+        print(json.dumps(measure(payload)))
+        return True
+    return False
+
+
+def md_table(headers: list[str], rows: list[list]) -> str:
+    """A markdown table; numbers right-aligned. A row of one string is a note row ("not
+    available: why") spanning the first cell, the rest left blank."""
+    def cell(v):
+        if isinstance(v, float):
+            return "n/a" if v != v else (f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 1000 else f"{v:.0f}")
+        return "" if v is None else str(v)
+
+    align = ["---"] + ["---:"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    for r in rows:
+        r = list(r) + [""] * (len(headers) - len(r))
+        lines.append("| " + " | ".join(cell(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def ratio(a: float | None, b: float | None) -> float:
+    """a / b, or nan when either is missing: a ratio needs both rows from the same run."""
+    try:
+        return float(a) / float(b) if a and b else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def times(x: float) -> str:
+    """A ratio as "2.50x" ("n/a" when its baseline row is missing)."""
+    return "n/a" if x != x else f"{x:.2f}x"

