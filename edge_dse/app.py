@@ -293,7 +293,10 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
                 browser = gr.FileExplorer(root_dir=str(Path.home()), file_count="single", ignore_glob="**/.*",
                                            label="Pick a folder (or a file in it)", elem_id="browse")
             with gr.Row():
-                remove_pick = gr.Dropdown([], label="Folder to remove", scale=4, elem_id="remove-pick")
+                # Custom values allowed: an API call names a folder without having loaded the page's
+                # choices; Service.remove refuses a folder not in the library.
+                remove_pick = gr.Dropdown([], label="Folder to remove", scale=4, elem_id="remove-pick",
+                                          allow_custom_value=True)
                 remove_btn = gr.Button("Remove", variant="stop", scale=1, elem_id="remove-btn")
             summary = gr.Markdown(elem_id="library-summary")
             # Plain HTML tables: gradio's Dataframe kept showing the old row count after an update.

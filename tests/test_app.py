@@ -72,6 +72,7 @@ def test_ui_defaults_bind_loopback_and_never_share():
 
     assert inspect.signature(app.serve).parameters["host"].default == "127.0.0.1"
     assert "share=False" in inspect.getsource(app.serve)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # set by edge_dse.config before gradio loads
 
 
 def test_plain_import_and_the_cli_load_no_gradio():

@@ -105,7 +105,8 @@ def server(folders, stand_in_teacher):
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "ui", str(lib), "--port", str(port),
                              "--teacher", str(stand_in_teacher), "--model", str(shipped_model_dir())],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, HOME=str(lib.parent)))  # the folder picker starts at home
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
     while True:
@@ -162,7 +163,13 @@ def test_add_a_folder_through_the_page_and_see_the_tables(page, folders):
     page.evaluate("""() => { window.edseProgress = 0; new MutationObserver(() => {
         if (document.querySelector('#library-message .progress-text, #library-message .eta-bar, .progress-level'))
             window.edseProgress++; }).observe(document.body, {subtree: true, childList: true}); }""")
-    page.locator("#folder").get_by_role("textbox").fill(str(code))
+    # Pick the folder with the file picker: open code/, tick a file in it; the folder box gets code/.
+    page.get_by_text("Browse for a folder").click()
+    browse = page.locator("#browse")
+    browse.locator("li", has=page.get_by_text("code", exact=True)).get_by_role(
+        "button", name="expand directory").first.click(force=True)  # the arrow shows on hover only
+    browse.locator("li", has=page.get_by_text("library.py", exact=True)).locator("input[type=checkbox]").last.check()
+    expect(page.locator("#folder").get_by_role("textbox")).to_have_value(str(code))
     page.locator("#add-btn").click()
     expect(page.locator("#library-message")).to_contain_text(f"added {code}")
     assert page.evaluate("window.edseProgress") > 0, "no progress was shown during the sync"
@@ -236,3 +243,5 @@ def test_the_api_route_with_gradio_client(server, folders):
     secret.write_text("private")
     refused = client.predict(str(notes / ".." / "secret.txt"), 0, 7, api_name="/open")
     assert "refused to open" in refused and "private" not in refused
+    removed = client.predict(str(notes), api_name="/remove")
+    assert removed[0] == f"removed {notes}: 6 files" and str(notes) not in removed[2]
