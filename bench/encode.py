@@ -92,8 +92,10 @@ def section(docs: int, queries: int, threads: int, rounds: int, overrides: dict 
     student = med.get(ROWS[0][0], {})
     facts = {"encode_docs_ratio": ratio(student.get("docs_per_s"), base.get("docs_per_s")),
              "encode_queries_ratio": ratio(student.get("queries_per_s"), base.get("queries_per_s"))}
+    q_note = (f"; nDCG@10: {quality['queries']} seeded queries over at most {quality['corpus']} passages per held-out "
+              f"split of {quality['data_dir']}" if quality and splits else "; nDCG@10: no held-out splits found")
     return (f"{docs} docs (Python docs passages, <=256 tokens), {queries} queries (doc headings), {threads} threads, "
-            f"median of {rounds} round(s), each model in its own process\n\n" + md_table(headers, table)), facts
+            f"median of {rounds} round(s), each model in its own process{q_note}\n\n" + md_table(headers, table)), facts
 
 
 def main() -> None:
