@@ -1,23 +1,21 @@
 """`python -m bench all --tiny`: the whole comparison harness on tiny inputs, so it cannot rot.
 
-Real text, small: the standard library's own module docstrings written out as .rst sources (a
-title, its underline, the description), standing in for the Python docs the full run reads, and
-as a held-out split (synopsis -> description). The teacher is a stand-in cross-encoder (a random
-embedding bag built with onnx) so the DSE section's code path runs without a distilled teacher.
+Real text, small: the Python docs' topics that ship inside every Python (pydoc_data), written out
+as .rst sources standing in for the full run's Python docs, and as a held-out split (title ->
+text). The teacher is a stand-in cross-encoder (a random embedding bag built with onnx) so the
+DSE section's code path runs without a distilled teacher.
 Rows whose package is not installed here (sentence-transformers, Chroma: the bench extra) must
 say "not available" with the install command. Behaviour only, never timings.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
 import re
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -29,23 +27,20 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO / "assets" / "baseline"
 
 
-def stdlib_docs(folder: Path, limit: int = 60) -> list[tuple[str, str]]:
-    """(synopsis, description) of standard-library modules, written as one .rst.txt each."""
+def python_docs(folder: Path, limit: int = 60) -> list[tuple[str, str]]:
+    """(title, text) of the Python docs' topics that every Python carries (pydoc_data, the text
+    of `help("assert")`), written as .rst.txt sources like the full run's Python docs."""
+    from pydoc_data.topics import topics
+
     pairs = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        if path.name.startswith("_") or len(pairs) >= limit:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, text in sorted(topics.items())[:limit]:
+        title, _, body = text.strip().partition("\n")
+        body = body.lstrip("*").strip()  # the title's underline
+        if not 10 <= len(title) <= 120 or len(body) < 250:
             continue
-        try:
-            doc = (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        synopsis, _, body = doc.partition("\n")
-        synopsis, body = synopsis.strip().rstrip("."), body.strip()
-        if not 10 <= len(synopsis) <= 120 or len(body) < 250:
-            continue
-        pairs.append((synopsis, body))
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{path.stem}.rst.txt").write_text(f"{synopsis}\n{'=' * len(synopsis)}\n\n{body}\n", encoding="utf-8")
+        pairs.append((title, body[:1000]))
+        (folder / f"{key}.rst.txt").write_text(f"{title}\n{'=' * len(title)}\n\n{body}\n", encoding="utf-8")
     return pairs
 
 
@@ -88,7 +83,7 @@ def tables(text: str) -> dict[str, list[list[str]]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
-    pairs = stdlib_docs(tmp / "docs")
+    pairs = python_docs(tmp / "docs")
     assert len(pairs) >= 20
     (tmp / "data").mkdir()
     (tmp / "data" / "debian.test.jsonl").write_text("".join(
