@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         facts.update(got)
         parts.append(f"## {section}\n\n{text}\n\n({time.perf_counter() - t:.0f} s)\n")
         print(parts[-1], flush=True)
-    parts.append("## targets\n\n" + targets(facts) + f"\n\ntotal {math.ceil(time.perf_counter() - t0)} s\n")
-    print(parts[-1])
+    if a.what == "all":  # one section alone cannot judge the others' targets
+        parts.append("## targets\n\n" + targets(facts) + "\n")
+    parts.append(f"total {math.ceil(time.perf_counter() - t0)} s\n")
+    print("\n".join(parts[-2 if a.what == "all" else -1:]))
     if a.out:
         with open(a.out, "w", encoding="utf-8") as fh:
             fh.write("\n".join(parts))

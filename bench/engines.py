@@ -158,7 +158,8 @@ def section(sizes: list[int], real: int, queries: int, student: str | None = Non
                           f"{r['build_peak_rss_mb']:.0f} / {r['query_peak_rss_mb']:.0f}"])
     return (f"vectors from `{enc_id}` on {real} real passages (the rest jittered copies), {queries} real queries, "
             f"HNSW {hnsw} for edge_dse and Chroma alike; "
-            "'p50 vs exact numpy' > 1 means faster than exact search\n\n" + md_table(headers, table)), facts
+            "end-to-end = encode the query + search + fetch (edge_dse: hits with text and file; Chroma: documents; "
+            "numpy: row ids only); 'p50 vs exact numpy' > 1 means faster than exact search\n\n" + md_table(headers, table)), facts
 
 
 def main() -> None:
