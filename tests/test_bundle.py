@@ -106,6 +106,15 @@ def test_selftest_passes_and_leaves_no_telemetry(built, user_env, tmp_path):
     assert not list((tmp_path / "tmp").glob(".ses*"))
 
 
+def test_selftest_reranks_inside_the_bundle(built, user_env):
+    # Until a teacher ships, a shipped encoder stands in as a (bi-encoder) teacher, so the frozen
+    # rerank path runs today too.
+    _, bundle, _ = built
+    done = app(bundle, "--selftest", "--teacher", str(bundle / "_internal" / "assets" / "baseline"), env=user_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "selftest: rerank ok" in done.stdout and "SKIPPED" not in done.stdout
+
+
 def test_the_library_lives_in_the_user_data_dir(built, user_env, tmp_path):
     _, bundle, _ = built
     env = dict(user_env)
