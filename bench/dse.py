@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from bench.common import child_main, md_table, pydoc_passages, pydoc_queries, run_child
-from bench.models import ASSETS
+from bench.models import ASSETS, student_or_baseline
 
 TARGET = 1000  # the distil issue's target at N = 10k
 
@@ -58,7 +58,7 @@ def measure(p: dict) -> dict:
 def section(sizes: list[int], teacher_pairs: int, threads: int, teacher: str | None = None, student: str | None = None,
             real: int = 2000, timeout: float | None = None) -> tuple[str, dict]:
     teacher = teacher or str(ASSETS / "teacher")
-    student = student or str(ASSETS / "student")
+    student = str(student_or_baseline(student))
     headers = ["N candidates", "teacher pairs timed", "teacher exhaustive s", "student ms (encode + dot + top-10)", "speed-up"]
     from pathlib import Path
 

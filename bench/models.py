@@ -97,10 +97,14 @@ def load(row: dict, threads: int, max_length: int = 256):
     return enc.id, lambda texts, kind="document": enc.encode(list(texts), batch_size=32, kind=kind)
 
 
+def student_or_baseline(student: str | None = None) -> Path:
+    """The bi-encoder the search, sync and DSE sections run: the student when it has been
+    distilled, else the shipped baseline (every table names the model it used)."""
+    path = Path(student) if student else ASSETS / "student"
+    return path if (path / "model.onnx").is_file() else ASSETS / "baseline"
+
+
 def search_encoder(student: str | None = None):
-    """The encoder whose vectors the search and sync benchmarks index: the student when it has
-    been distilled, else the shipped baseline (the table names which)."""
     from edge_dse import Encoder
 
-    path = Path(student) if student else ASSETS / "student"
-    return Encoder(path if (path / "model.onnx").is_file() else ASSETS / "baseline", threads=2)
+    return Encoder(student_or_baseline(student), threads=2)
