@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shlex
 import shutil
 import subprocess
@@ -53,6 +54,10 @@ class Plan:
     teacher_queries_per_split: int = 600
     teacher_max_length: int = 128
     student_queries_per_split: int = 1500
+    # The teacher scores the positive and a seeded sample of the other candidates of each student
+    # list: the student draws groups of 8 from them, so scoring all 21 of one epoch's lists would
+    # spend the teacher's time on pairs that are never used.
+    student_list_width: int | None = 12
     ensemble: tuple[str, ...] = ("baseline", "mpnet")
     seed: int = 0
 
@@ -130,10 +135,19 @@ def ensemble_encoders(plan: Plan, log=print) -> list:
     return out
 
 
+def scored_columns(n: int, width: int | None, seed: int, row: int) -> list[int]:
+    """Which candidates of a list of n the teacher scores: all, or the positive (0) and a sample of
+    width-1 others, seeded by the list so a resumed run picks the same ones."""
+    if width is None or width >= n:
+        return list(range(n))
+    return [0] + sorted(random.Random(seed * 1_000_003 + row).sample(range(1, n), width - 1))
+
+
 def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, out_dir: Path, log=print,
-                   chunk: int = 200) -> np.ndarray:
-    """The teacher's score of each candidate of the given lists (NaN padded), saved every `chunk`
-    lists so that a killed run resumes where it stopped."""
+                   chunk: int = 200, width: int | None = None, seed: int = 0) -> np.ndarray:
+    """The teacher's score of the candidates of the given lists (see scored_columns; NaN where not
+    scored or the list is shorter), saved every `chunk` lists so that a killed run resumes where it
+    stopped."""
     from ..rerank import Reranker
 
     path = out_dir / f"{split}.teacher.npz"
@@ -143,7 +157,7 @@ def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, ou
     done = 0
     if path.is_file():
         with np.load(path) as z:
-            if np.array_equal(z["rows"], rows):
+            if np.array_equal(z["rows"], rows) and int(z.get("width", -1)) == (width or 0):
                 scores, done = z["scores"], int(z["done"])
     if done >= len(rows):
         return scores
@@ -151,11 +165,12 @@ def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, ou
     t0 = time.perf_counter()
     for i in range(done, len(rows)):
         c = cands[int(rows[i])]
-        scores[i, : len(c.passage_ids)] = reranker.score(c.query, [pool.passages[j] for j in c.passage_ids])
+        cols = scored_columns(len(c.passage_ids), width, seed, int(rows[i]))
+        scores[i, cols] = reranker.score(c.query, [pool.passages[c.passage_ids[j]] for j in cols])
         if (i + 1) % chunk == 0 or i + 1 == len(rows):
             out_dir.mkdir(parents=True, exist_ok=True)
             tmp = out_dir / f"{split}.teacher.tmp.npz"
-            np.savez(tmp, rows=rows, scores=scores, done=i + 1)
+            np.savez(tmp, rows=rows, scores=scores, done=i + 1, width=width or 0)
             tmp.replace(path)
             log(f"distill: teacher scores {split}: {i + 1}/{len(rows)} lists ({(i + 1 - done) / (time.perf_counter() - t0):.1f} lists/s)")
     return scores
@@ -178,7 +193,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
     from ..encoder import Encoder
 
     if _step("candidates", all((cand_dir / f"{s}.candidates.jsonl").is_file() for s in plan.train_splits), log):
-        encoder = Encoder(config.DEFAULT_MODEL)
+        encoder = Encoder("baseline")  # fixed miner: the same lists whatever the default model is
         for split in plan.train_splits:
             if not (cand_dir / f"{split}.candidates.jsonl").is_file():
                 pairs = data_mod.read_jsonl(data_dir / f"{split}.jsonl")
@@ -213,7 +228,8 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
     for split in plan.train_splits:
         _, cands = cand_mod.read(cand_dir, split)
         rows = labels_mod.choose_rows(len(cands), plan.student_queries_per_split, seed=plan.seed + 1)
-        scores = teacher_scores(teacher_asset, cand_dir, split, rows, work / "scores", log=log)
+        scores = teacher_scores(teacher_asset, cand_dir, split, rows, work / "scores", log=log,
+                                width=plan.student_list_width, seed=plan.seed)
         examples += tc.list_examples(cand_dir, split, rows, tc.zscore_rows(scores))
     scfg = student_mod.StudentConfig(base=base_student, seed=plan.seed, dim=16 if plan.tiny else 256,
                                      matryoshka=(8,) if plan.tiny else (128,), pca_texts=200 if plan.tiny else 4000)
@@ -248,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
              "labels_per_split": "candidate lists per split scored by the bi-encoders",
              "teacher_queries_per_split": "labelled lists per split the teacher trains on",
              "teacher_max_length": "teacher's token limit per (query, passage) pair",
-             "student_queries_per_split": "teacher-scored lists per split the student trains on"}
+             "student_queries_per_split": "teacher-scored lists per split the student trains on",
+             "student_list_width": "candidates per student list the teacher scores, the positive included (0: all)"}
     for name, help_text in sizes.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                         help=f"{help_text} (default {getattr(Plan, name)})")
@@ -257,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in sizes:
         value = getattr(args, name)
         if value is not None:
-            setattr(plan, name, (value or None) if name == "pairs_per_split" else value)
+            setattr(plan, name, (value or None) if name in ("pairs_per_split", "student_list_width") else value)
     t = time.perf_counter()
     out = run(plan, install=args.install)
     print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out['teacher']}, student {out['student']}")

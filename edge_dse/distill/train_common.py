@@ -51,7 +51,9 @@ def list_examples(cand_dir: Path, split: str, rows: np.ndarray, targets: np.ndar
     out = []
     for r, t in zip(rows, targets):
         c = cands[int(r)]
-        out.append(ListExample(c.query, [pool.passages[j] for j in c.passage_ids], t[: len(c.passage_ids)]))
+        t = np.asarray(t[: len(c.passage_ids)])
+        keep = [i for i in range(len(t)) if i == 0 or not np.isnan(t[i])]  # NaN: not scored (the positive always stays)
+        out.append(ListExample(c.query, [pool.passages[c.passage_ids[i]] for i in keep], t[keep]))
     return out
 
 
