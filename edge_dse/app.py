@@ -36,6 +36,7 @@ CSS = """
 .edse-hit .edse-score { float: right; font-family: monospace; }
 .edse-move { font-weight: bold; margin-right: 4px; color: #1a7f37; }
 .edse-move.down { color: #b42318; }
+.edse-was { color: #666; font-size: 0.85em; margin-right: 4px; }
 .edse-context { white-space: pre-wrap; font-family: monospace; font-size: 0.9em; max-height: 30em; overflow: auto; }
 .edse-table { max-height: 24em; overflow: auto; }
 .edse-table table { width: 100%; border-collapse: collapse; font-size: 0.9em; }
@@ -80,6 +81,8 @@ def hits_html(hits: Sequence[Hit], *, k: int, title: str, query: str = "", reran
         if reranked:
             m = movement(hit, k)
             move = f'<span class="edse-move{" down" if m.startswith("↓") else ""}">{m}</span>'
+            if m == "new":  # from below the student's cut: say from where
+                move += f'<span class="edse-was">(student #{hit.student_rank})</span> '
         heading = f" — {html.escape(hit.heading)}" if hit.heading else ""
         rows.append(
             f'<div class="edse-hit" data-rank="{hit.rank}">'

@@ -111,7 +111,7 @@ class Card:
         c = self.card
         mb = sum(f.get("bytes", 0) for f in (c.get("files") or {}).values() if isinstance(f, dict)) / 1e6
         facts = [f"kind {c['kind']}" if c.get("kind") else "",
-                 f"{c['dim']}-d" if c.get("dim") else "",
+                 f"{c['dim']}-d" if c.get("dim") and c.get("kind") != "cross-encoder" else "",  # one logit, not a vector
                  f"{c['pooling']} pooling" if c.get("pooling") else "",
                  f"max {c['max_length']} tokens" if c.get("max_length") else "",
                  f"{mb:.1f} MB of files" if mb else ""]
