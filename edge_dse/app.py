@@ -18,6 +18,8 @@ import json
 import os
 import re
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +29,9 @@ from .app_service import MAX_K, SearchResult, Service, agreement, check_host, fo
 from .errors import EdgeDSEError
 from .library import Hit
 from .modes import DEFAULT_MODE, MODES
+
+# How long a stopping UI waits for its web server to close its connections.
+SHUTDOWN_SECONDS = 5
 
 SNIPPET_CHARS = 240
 
@@ -353,7 +358,15 @@ def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLik
     print(f"edge-dse: UI at {demo.local_url} (library {svc.path}; Ctrl+C stops it)", file=sys.stderr, flush=True)
     if block:
         try:
-            demo.block_thread()
+            while True:  # gradio's block_thread(), but with a bounded shutdown (below)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            print("edge-dse: stopping the UI", file=sys.stderr, flush=True)
         finally:
+            # uvicorn's graceful close waits for open connections (a browser tab keeps one): give
+            # it a few seconds, then leave anyway; its server thread is a daemon and dies with us.
+            closer = threading.Thread(target=demo.close, daemon=True)
+            closer.start()
+            closer.join(SHUTDOWN_SECONDS)
             svc.close()
     return demo
