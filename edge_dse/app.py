@@ -17,6 +17,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -340,6 +341,20 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
     return demo
 
 
+def _stop_on_signals() -> None:
+    """Ctrl+C and SIGTERM stop a blocking UI. Set explicitly: a process started in the background
+    by a non-interactive shell inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt (the bundle test's Ctrl+C went unheard in CI that way)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+
 def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
           host: str = "127.0.0.1", port: int | None = None, open_browser: bool = False,
           allow_remote: bool = False, block: bool = True, model: str | os.PathLike | None = None,
@@ -357,6 +372,7 @@ def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLik
     svc = demo.edse_service
     print(f"edge-dse: UI at {demo.local_url} (library {svc.path}; Ctrl+C stops it)", file=sys.stderr, flush=True)
     if block:
+        _stop_on_signals()
         try:
             while True:  # gradio's block_thread(), but with a bounded shutdown (below)
                 time.sleep(0.2)
