@@ -85,7 +85,7 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
 
 
 def default_model_name() -> str:
-    """The first of DEFAULT_MODELS shipped in assets/ (the student once it ships)."""
+    """The first of DEFAULT_MODELS that ships in assets/ (see DEFAULT_MODELS for the order)."""
     for name in DEFAULT_MODELS:
         if (assets_dir() / name / "card.json").is_file():
             return name
