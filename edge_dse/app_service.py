@@ -38,12 +38,9 @@ CONTEXT_CHARS = 1500
 def movement(hit: Hit, k: int) -> str:
     """How far a reranked hit moved from the student's rank: ↑n, ↓n, =, or "new" when the
     student ranked it below the k it showed."""
-    if hit.student_rank is None:
-        return ""
-    if hit.student_rank > k:
+    if hit.student_rank is not None and hit.student_rank > k:
         return "new"
-    step = hit.student_rank - hit.rank
-    return f"↑{step}" if step > 0 else f"↓{-step}" if step < 0 else "="
+    return hit.moved()
 
 
 def agreement(student: Sequence[Hit], teacher: Sequence[Hit], k: int) -> tuple[float, float | None]:

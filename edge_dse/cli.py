@@ -80,10 +80,7 @@ def cmd_search(args) -> int:
         return 0
     for hit in hits:
         where = f"  [{hit.heading}]" if hit.heading else ""
-        moved = ""
-        if hit.student_rank is not None:  # after a rerank: where the student had it
-            step = hit.student_rank - hit.rank
-            moved = f"{'↑' + str(step) if step > 0 else '↓' + str(-step) if step < 0 else '='} "
+        moved = hit.moved() + " " if hit.student_rank is not None else ""  # after a rerank
         print(f"{hit.rank:>2}  {moved}{hit.score:.4f}  {hit.path}{where}  (chars {hit.start}-{hit.end})")
         snippet = " ".join(hit.text.split())
         print(textwrap.indent(textwrap.shorten(snippet, width=220, placeholder=" ..."), "    "))

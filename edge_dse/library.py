@@ -66,6 +66,13 @@ class Hit:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def moved(self) -> str:
+        """After a rerank, how far it moved from the student's rank: ↑n, ↓n or = ("" before)."""
+        if self.student_rank is None:
+            return ""
+        step = self.student_rank - self.rank
+        return f"↑{step}" if step > 0 else f"↓{-step}" if step < 0 else "="
+
 
 class Hits(list):
     """A list of Hit that also carries how long each stage of the search took (ms)."""
