@@ -25,3 +25,21 @@ def test_ensemble_standardises_each_models_list_before_averaging():
     c = a[:, ::-1].copy()
     mixed = ensemble({"a": a[:, :3], "c": c[:, 1:]})
     assert np.allclose(mixed, 0.0, atol=1e-5)
+
+
+def test_the_teacher_scores_the_positive_and_a_stable_sample_and_unscored_ones_are_dropped(tmp_path):
+    from edge_dse.distill import candidates as cand_mod
+    from edge_dse.distill.pipeline import scored_columns
+    from edge_dse.distill.train_common import list_examples
+
+    cols = scored_columns(21, 12, seed=0, row=7)
+    assert cols[0] == 0 and len(set(cols)) == 12 and all(0 < c < 21 for c in cols[1:])
+    assert cols == scored_columns(21, 12, seed=0, row=7)  # a resumed run scores the same ones
+    assert scored_columns(21, 12, seed=0, row=8) != cols
+    assert scored_columns(5, 12, 0, 0) == [0, 1, 2, 3, 4] and scored_columns(5, None, 0, 0) == [0, 1, 2, 3, 4]
+
+    pool = cand_mod.Pool(["pos", "a", "b", "c"], [{"d0"}, {"d1"}, {"d2"}, {"d3"}], {})
+    cand_mod.write(pool, [cand_mod.Candidates("q", "d0", [0, 1, 2, 3], ["pos", "bm25", "dense", "random"])], tmp_path, "s")
+    [ex] = list_examples(tmp_path, "s", np.array([0]), np.array([[np.nan, 0.5, np.nan, -1.0]]))
+    assert ex.passages == ["pos", "a", "c"]  # the positive stays even unscored; b was not scored
+    assert np.isnan(ex.targets[0]) and list(ex.targets[1:]) == [0.5, -1.0]

@@ -221,7 +221,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
         train_info = json.loads((work / "teacher" / "train.json").read_text())
         teacher_mod.export(teacher_dir, teacher_asset, model_id="edge-dse/teacher-ce-minilm-l6" + ("-tiny" if plan.tiny else ""),
                            max_length=tcfg.max_length, measure_pairs=pairs, log=log,
-                           made_by="edge-dse distill" + (" --tiny" if plan.tiny else ""),
+                           made_by="edge-dse distill" + (" --tiny" if plan.tiny else " --install"),
                            extra={"training": train_info, "ensemble": list(plan.ensemble)})
 
     examples = []
@@ -242,7 +242,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
                      name="student", role="default encoder: a 3-layer student distilled from the edge_dse teacher (DSE)",
                      measure_texts=[p.passage for p in test], measure_queries=[p.query for p in test],
                      measure_source=f"held-out pairs ({', '.join(plan.test_splits)}), the first 200", work_dir=work / "student" / "export",
-                     made_by="edge-dse distill" + (" --tiny" if plan.tiny else ""), repeats=1 if plan.tiny else 3,
+                     made_by="edge-dse distill" + (" --tiny" if plan.tiny else " --install"), repeats=1 if plan.tiny else 3,
                      extra={"training": train_info, "teacher": str(teacher_asset)}, log=log)
     if install:
         target = assets or config.assets_dir()
