@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.common import child_main, md_table, peak_rss_mb, pydoc_passages, pydoc_queries, ratio, run_child
-from bench.models import ROWS, TORCH_BASELINE, encode_rows, load
+from bench.models import LIKE_FOR_LIKE_TOKENS, STUDENT, TORCH_BASELINE, encode_rows, load
 
 KEYS = ("docs_per_s", "queries_per_s", "query_ms_p50", "peak_rss_mb")
 
@@ -89,12 +89,12 @@ def section(docs: int, queries: int, threads: int, rounds: int, overrides: dict 
         table.append([r["label"], m["docs_per_s"], m["queries_per_s"], m["query_ms_p50"], m["peak_rss_mb"],
                       ratio(m["docs_per_s"], base.get("docs_per_s")), ratio(m["queries_per_s"], base.get("queries_per_s"))]
                      + [m["ndcg"].get(s, float("nan")) for s in splits])
-    student = med.get(ROWS[0][0], {})
+    student = med.get(STUDENT, {})
     facts = {"encode_docs_ratio": ratio(student.get("docs_per_s"), base.get("docs_per_s")),
              "encode_queries_ratio": ratio(student.get("queries_per_s"), base.get("queries_per_s"))}
     q_note = (f"; nDCG@10: {quality['queries']} seeded queries over at most {quality['corpus']} passages per held-out "
               f"split of {quality['data_dir']}" if quality and splits else "; nDCG@10: no held-out splits found")
-    return (f"{docs} docs (Python docs passages, <=256 tokens), {queries} queries (doc headings), {threads} threads, "
+    return (f"{docs} docs (Python docs passages, cut at {LIKE_FOR_LIKE_TOKENS} tokens unless the row says otherwise), {queries} queries (doc headings), {threads} threads, "
             f"median of {rounds} round(s), each model in its own process{q_note}\n\n" + md_table(headers, table)), facts
 
 

@@ -118,7 +118,7 @@ def test_encode_rows_measured_or_say_why(report):
     from bench.models import ROWS
 
     rows = {r[0]: r for r in report[1]["encode"][1:]}
-    assert list(rows) == [label for label, _, _ in ROWS]
+    assert list(rows) == [label for label, *_ in ROWS]
     ours = rows["all-MiniLM-L6-v2 int8 ONNX (our export, assets/baseline)"]
     header = report[1]["encode"][0]
     assert all(number(c) > 0 for c in ours[1:5])
