@@ -26,7 +26,7 @@ from bench.common import machine, md_table
 # `edge-dse eval` made the cards). quick: under 5 minutes on 2 cores. tiny: the test's.
 PRESETS = {
     "full": dict(docs=256, queries=512, rounds=3, eval_queries=200, eval_corpus=1500, dse_sizes=[1000, 10_000],
-                 teacher_pairs=2000, dse_real=2000, sizes=[10_000, 100_000, 1_000_000], real=10_000,
+                 teacher_pairs=2000, dse_real=2000, sizes=[10_000, 100_000, 1_000_000], real=100_000,
                  search_queries=200, every=1),
     "quick": dict(docs=64, queries=128, rounds=1, eval_queries=20, eval_corpus=100, dse_sizes=[1000, 10_000],
                   teacher_pairs=200, dse_real=500, sizes=[10_000], real=500, search_queries=100, every=30),
@@ -51,7 +51,7 @@ def run(section: str, s: dict, a) -> tuple[str, dict]:
     if section == "search":
         from bench.engines import section as engines
 
-        return engines(s["sizes"], s["real"], s["search_queries"], a.student)
+        return engines(s["sizes"], s["real"], s["search_queries"], a.student, data=a.data)
     from bench.sync_engines import section as sync
 
     return sync(a.sync_folder, s["every"], a.student)

@@ -1,11 +1,12 @@
 """Search side by side: edge_dse (SQLite + HNSW) vs exact numpy search vs Chroma, given the very
 same vectors, at each size.
 
-    python -m bench.engines [--sizes 10000 100000 1000000] [--real 10000] [--queries 200]
+    python -m bench.engines [--sizes 10000 100000 1000000] [--real 100000] [--queries 200]
 
-Vectors: real Python docs passages embedded by the search encoder (the student when it exists,
-else the shipped baseline; bench/search.py caches them), replicated with jitter beyond --real
-(bench.search.replicate). Every (engine, size) runs as two child processes: one builds the store
+Vectors: up to --real distinct real passages (the Python docs, then the Debian descriptions and
+WordNet glosses of the distiller's splits: bench.common.real_passages) embedded by the search
+encoder (the student when it exists, else the shipped baseline; bench/search.py caches them),
+replicated with jitter beyond that (bench.search.replicate). Every (engine, size) runs as two child processes: one builds the store
 on disk and writes the exact top 10 of each query, the next opens the store as an app would and
 runs the queries, so its resident-memory growth is the store's RAM cost, not the build's.
 End-to-end latency includes encoding the query with the same encoder for every engine; for
@@ -32,14 +33,14 @@ def _data(p: dict):
     from bench.search import real_vectors, replicate
 
     enc = search_encoder(p.get("student"))
-    texts, vectors = real_vectors(enc, p["real"])
-    return enc, texts, lambda: replicate(vectors, p["size"])
+    texts, vectors, counts = real_vectors(enc, p["real"], p.get("data"))
+    return enc, texts, lambda: replicate(vectors, p["size"]), counts
 
 
 def build(p: dict) -> dict:
     from bench.search import build_library
 
-    enc, texts, full = _data(p)
+    enc, texts, full, counts = _data(p)
     folder = Path(p["folder"])
     # One at a time, as the searches are: dynamic int8 quantises each batch with its own scale,
     # so a batched query vector differs slightly, and truth must be the same query's.
@@ -65,7 +66,7 @@ def build(p: dict) -> dict:
 
     top = dense_neighbours(full_vectors, qv, 10)
     np.save(folder.parent / f"{folder.name}-truth.npy", ids[top])
-    return {"build_s": t_build, "build_peak_rss_mb": peak_rss_mb(),
+    return {"build_s": t_build, "build_peak_rss_mb": peak_rss_mb(), "real_by_source": counts,
             "disk_bytes": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())}
 
 
@@ -115,7 +116,7 @@ def measure(p: dict) -> dict:
 
 
 def section(sizes: list[int], real: int, queries: int, student: str | None = None,
-            timeout: float | None = None) -> tuple[str, dict]:
+            timeout: float | None = None, data: str | None = None) -> tuple[str, dict]:
     from bench import chroma
     from bench.models import search_encoder
 
@@ -125,7 +126,7 @@ def section(sizes: list[int], real: int, queries: int, student: str | None = Non
     hnsw = ", ".join(f"{k}={v}" for k, v in AnnIndex.DEFAULTS.items())
     headers = ["engine", "chunks", "build s", "p50 ms end-to-end", "p99 ms", "search-only p50 ms", "recall@10 vs exact",
                "p50 vs exact numpy", "disk bytes/chunk", "RAM bytes/chunk (searching)", "peak RSS MB build / search"]
-    table, facts = [], {"p50_ms": {}, "recall": {}}
+    table, facts, sources = [], {"p50_ms": {}, "recall": {}}, {}
     for size in sizes:
         got, notes = {}, {}
         for engine in ENGINES:
@@ -134,7 +135,7 @@ def section(sizes: list[int], real: int, queries: int, student: str | None = Non
                 continue
             tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
             p = {"engine": engine, "size": size, "real": real, "queries": queries, "student": student,
-                 "folder": str(tmp / "store")}
+                 "folder": str(tmp / "store"), "data": data}
             (tmp / "store").mkdir()
             try:
                 b = run_child("bench.engines", {**p, "step": "build"}, timeout)
@@ -145,6 +146,7 @@ def section(sizes: list[int], real: int, queries: int, student: str | None = Non
                 notes[engine] = [engine, f"failed: {b.get('error') or q.get('error')}"]
                 continue
             got[engine] = {**b, **q}
+            sources = b.get("real_by_source") or sources
         if "edge_dse" in got:
             facts["p50_ms"][size], facts["recall"][size] = got["edge_dse"]["p50_ms"], got["edge_dse"]["recall"]
         for engine in ENGINES:
@@ -156,7 +158,11 @@ def section(sizes: list[int], real: int, queries: int, student: str | None = Non
                           times(ratio(got.get("exact numpy", {}).get("p50_ms"), r["p50_ms"])),
                           f"{r['disk_bytes'] / size:.0f}", f"{r['ram_mb'] * 2**20 / size:.0f}",
                           f"{r['build_peak_rss_mb']:.0f} / {r['query_peak_rss_mb']:.0f}"])
-    return (f"vectors from `{enc_id}` on {real} real passages (the rest jittered copies), {queries} real queries, "
+    n_real = sum(sources.values())
+    made_of = " + ".join(f"{n} {src}" for src, n in sources.items())
+    return (f"vectors from `{enc_id}` on {n_real} distinct real passages ({made_of}; an index larger than that holds "
+            f"them and jittered copies of them, {max(sizes) / max(n_real, 1):.0f} per passage at {max(sizes)}), "
+            f"{queries} real queries (Python docs headings), "
             f"HNSW {hnsw} for edge_dse and Chroma alike; "
             "end-to-end = encode the query + search + fetch (edge_dse: hits with text and file; Chroma: documents; "
             "numpy: row ids only); 'p50 vs exact numpy' > 1 means faster than exact search\n\n" + md_table(headers, table)), facts
@@ -165,11 +171,12 @@ def section(sizes: list[int], real: int, queries: int, student: str | None = Non
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--real", type=int, default=10_000)
+    ap.add_argument("--real", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--student")
+    ap.add_argument("--data", default="work/distill/data", help="more real passages past the Python docs (distiller's splits)")
     args = ap.parse_args()
-    print(section(args.sizes, args.real, args.queries, args.student)[0])
+    print(section(args.sizes, args.real, args.queries, args.student, data=args.data)[0])
 
 
 if __name__ == "__main__":

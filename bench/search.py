@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, peak_rss_mb, percentile, pydoc_passages, pydoc_queries
+from bench.common import machine, peak_rss_mb, percentile, pydoc_queries, real_passages
 
 # The embedding cache; a test points it at a temporary folder.
 WORK = Path(os.environ.get("EDGE_DSE_BENCH_WORK", "work/bench"))
@@ -35,19 +35,29 @@ class FakeChunk:
     heading: str = ""
 
 
-def real_vectors(encoder, n: int) -> tuple[list[str], np.ndarray]:
+def real_vectors(encoder, n: int, data_dir: str | None = None) -> tuple[list[str], np.ndarray, dict]:
+    """(texts, their vectors, {source: count}) for up to n real passages (bench.common.real_passages),
+    cached per encoder under WORK with one digest per text: the rows whose texts still match are
+    reused, only the rest are embedded (so going from 10k to 100k passages embeds 90k)."""
+    import hashlib
+
     WORK.mkdir(parents=True, exist_ok=True)
-    cache = WORK / f"pydoc-{encoder.id.replace('/', '_')}.npz"
-    texts = pydoc_passages()[:n]
+    cache = WORK / f"passages-{encoder.id.replace('/', '_')}.npz"
+    texts, counts = real_passages(n, data_dir)
+    digests = np.array([hashlib.sha256(t.encode("utf-8")).hexdigest()[:16] for t in texts])
+    done = np.zeros((0, encoder.dim), np.float32)
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
-        if data["vectors"].shape[0] >= len(texts):
-            return texts, data["vectors"][: len(texts)]
-    t0 = time.perf_counter()
-    vectors = encoder.encode(texts, batch_size=32, progress=True)
-    print(f"(embedded {len(texts)} real passages in {time.perf_counter() - t0:.0f} s; cached in {cache})")
-    np.savez(cache, vectors=vectors)
-    return texts, vectors
+        old = data["digests"][: len(digests)]
+        same = np.flatnonzero(old != digests[: len(old)])
+        done = data["vectors"][: same[0] if len(same) else len(old)]
+    if len(done) < len(texts):
+        t0 = time.perf_counter()
+        more = encoder.encode(texts[len(done):], batch_size=32, progress=True)
+        print(f"(embedded {len(more)} real passages in {time.perf_counter() - t0:.0f} s; cached in {cache})")
+        done = np.vstack([done, more])
+        np.savez(cache, vectors=done, digests=digests)
+    return texts, done[: len(texts)], counts
 
 
 def replicate(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -92,7 +102,7 @@ def main() -> None:
     from edge_dse import Encoder
 
     encoder = Encoder(threads=args.threads)
-    texts, vectors = real_vectors(encoder, args.real)
+    texts, vectors, _ = real_vectors(encoder, args.real)
     queries = pydoc_queries(args.queries)
     print(f"# Search latency and recall — {machine()}, {args.threads} threads, model {encoder.id}\n")
     print("Baseline in the same run: exact numpy search (matrix @ query, argpartition) over the same vectors.\n")
