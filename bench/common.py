@@ -47,7 +47,7 @@ def real_passages(limit: int, data_dir: str | os.PathLike | None = None, seed: i
     Returns (passages, {source: count})."""
     import json
 
-    texts = pydoc_passages()[:limit]
+    texts = list(dict.fromkeys(pydoc_passages()))[:limit]  # the docs repeat some paragraphs
     counts = {"Python docs": len(texts)}
     files = sorted(Path(data_dir).glob("*.jsonl")) if data_dir and Path(data_dir).is_dir() else []
     if len(texts) < limit and files:

@@ -158,3 +158,39 @@ def test_a_missing_teacher_is_a_row_not_a_crash(tmp_path):
 
     text, facts = section([10], 5, 1, teacher=str(tmp_path / "none"), student=str(BASELINE))
     assert "not available: no teacher model at" in text and facts == {}
+
+
+def test_real_passages_go_past_the_docs_and_their_vectors_cache_is_extended(tmp_path, monkeypatch):
+    """The search section's real text: the docs first (a stable prefix), then distinct passages
+    of the held-out/training splits; a larger request embeds only the passages not cached yet."""
+    import bench.common as common
+    import bench.search as search
+    from edge_dse import Encoder
+
+    python_docs(tmp_path / "docs")
+    monkeypatch.setattr(common, "PYDOC_SOURCES", tmp_path / "docs")
+    monkeypatch.setattr(search, "WORK", tmp_path / "work")
+    data = tmp_path / "data"
+    data.mkdir()
+    extra = [f"Package {i} does one small thing well, and this description says which thing it is." for i in range(30)]
+    (data / "debian.train.jsonl").write_text("".join(json.dumps({"query": "q", "passage": p}) + "\n" for p in extra + extra[:5]))
+    docs_only, counts = common.real_passages(10_000)
+    assert docs_only and counts == {"Python docs": len(docs_only)}
+    texts, counts = common.real_passages(len(docs_only) + 20, data)
+    assert texts[: len(docs_only)] == docs_only and len(set(texts)) == len(texts) == len(docs_only) + 20
+    assert counts == {"Python docs": len(docs_only), f"{data} splits": 20}
+
+    class Counting(Encoder):  # the real encoder, counting what it is asked to embed
+        embedded = 0
+
+        def encode(self, texts, **kw):
+            Counting.embedded += len(texts)
+            return super().encode(texts, **kw)
+
+    enc = Counting(BASELINE, threads=1)
+    _, first, _ = search.real_vectors(enc, len(docs_only))
+    _, more, _ = search.real_vectors(enc, len(docs_only) + 20, data)
+    assert Counting.embedded == len(docs_only) + 20 and more.shape == (len(docs_only) + 20, enc.dim)
+    np.testing.assert_array_equal(more[: len(docs_only)], first)
+    _, again, _ = search.real_vectors(enc, len(docs_only) + 20, data)
+    assert Counting.embedded == len(docs_only) + 20 and np.array_equal(again, more)
