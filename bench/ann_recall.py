@@ -19,8 +19,8 @@ queries (one thread, as the app searches) pooled over runs.
 
 The build parameters in edge_dse/store/ann.py (AnnIndex.DEFAULTS: M=16, ef_construction=200)
 came from `python -m bench.ann_recall --large` on synthetic data (N=10k: 3 runs; N=100k: 1 run),
-dim 384, 200 queries, a 2-core shared AMD EPYC; ef_search=320 from the real-embedding sweep of
-`python -m bench.search --ef ...`. Its docstring has the rows that decided. Build times on a
+dim 384, 200 queries, a 2-core shared AMD EPYC; ef_search=640 from `python -m bench.ef_sweep` on
+90,888 real passages (and their jittered copies up to 1M). Its docstring has the rows that decided. Build times on a
 shared machine vary up to 2x between runs; recall does not.
 """
 

@@ -173,7 +173,9 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
         k = int(k or 10)
         res = svc.search(query, k, mode, bool(rerank))
         empty = res.note or "no results"
-        student = hits_html(res.student, k=k, title="Student order", query=query, empty=empty)
+        # Named after the model that ranked it: the default encoder is the baseline, not the student.
+        title = f"Search order ({res.encoder})" if res.encoder else "Keyword (BM25) order"
+        student = hits_html(res.student, k=k, title=title, query=query, empty=empty)
         agree = ""
         if res.teacher is None:
             why = res.teacher_note or "turn on “Teacher rerank” to see the teacher's order beside the student's"

@@ -157,6 +157,7 @@ class SearchResult:
     timings: dict[str, float]
     note: str = ""  # about the query or the student's results
     teacher_note: str = ""  # why there is no teacher column
+    encoder: str = ""  # id of the bi-encoder that ranked the first column ("" in keyword mode: BM25 did)
 
 
 class Service:
@@ -232,7 +233,8 @@ class Service:
                 note = note or ("the library has no indexed files yet: add a folder in the Library tab" if empty
                                 else "no results: try other words, or the keyword or hybrid mode")
         timings.pop("total_ms", None)  # the student's own total; format_timings adds all stages
-        return SearchResult(list(hits[:k]), teacher_hits, timings, note, teacher_note)
+        return SearchResult(list(hits[:k]), teacher_hits, timings, note, teacher_note,
+                            "" if mode == "keyword" else lib.encoder.id)
 
     def cards(self) -> list[Card]:
         try:

@@ -107,6 +107,9 @@ def test_search_with_rerank_gives_both_columns_and_all_stage_timings(service, co
     assert len(res.student) == len(res.teacher) == 3
     assert res.teacher[0].path.endswith("bike.pdf")
     assert all(h.student_rank is not None for h in res.teacher) and "rerank_ms" in res.timings
+    # The first column names the encoder that ranked it (the library's), or none for BM25.
+    assert res.encoder == service.status()["model"]["model_id"] and res.encoder
+    assert service.search(TOPICS["bike"][2], k=3, mode="keyword").encoder == ""
 
 
 def test_rerank_without_a_teacher_keeps_the_student_and_names_the_fix(tmp_path, corpus, monkeypatch):

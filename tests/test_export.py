@@ -318,3 +318,14 @@ def test_shipped_baseline_card_is_remade_by_its_command():
     model = REPO / "assets" / "baseline" / "model.onnx"
     assert card["files"]["model.onnx"]["bytes"] == model.stat().st_size
     assert model.stat().st_size < 0.3 * card["quantization"]["measured"]["fp32_bytes"]  # int8: 23 MB of 90
+
+
+def test_card_md_renders_a_training_record_as_lines_not_json(tiny):
+    from edge_dse.distill.export import render_card_md
+
+    _, _, _, card = tiny
+    training = {"config": {"seed": 0, "keep_layers": [0, 2, 5]}, "examples": 4500, "loss_last_50": 1.6312514352798462}
+    section = render_card_md({**card, "training": training}).split("## Training data")[1].split("## Limits")[0]
+    assert "- examples: 4500" in section and "- loss last 50: 1.631" in section
+    assert "`seed=0`" in section and "`keep_layers=[0, 2, 5]`" in section
+    assert '{"config"' not in section

@@ -746,7 +746,7 @@ def render_card_md(card: dict) -> str:
     short = str(src.get("model") or "the source model").rsplit("/", 1)[-1]
     training = card.get("training")
     lines += ["", "## Training data", "",
-              training if isinstance(training, str) else json.dumps(training) if training else
+              training if isinstance(training, str) else training_md(training) if training else
               f"None: edge_dse did not train this model. It is {short} as published, exported and quantised; "
               f"its own training data is listed in the source's model card (`{src.get('model')}`).",
               "", "## Limits", "",
@@ -756,6 +756,17 @@ def render_card_md(card: dict) -> str:
               "- Quality on other text than the measured sample above is not measured here.",
               "- int8 speed and accuracy depend on the CPU: reduce_range keeps the int8 multiply from saturating "
               "on x86 CPUs without VNNI; the numbers above are from the CPU named there.", ""]
+    return "\n".join(lines)
+
+
+def training_md(training: dict) -> str:
+    """A distilled model's training record as lines a reader can scan: the run's figures first,
+    then every setting (the exact values the re-make command needs)."""
+    config = training.get("config") or {}
+    figures = {k: v for k, v in training.items() if k != "config"}
+    lines = [f"- {k.replace('_', ' ')}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in figures.items()]
+    if config:
+        lines.append("- settings: " + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in config.items()))
     return "\n".join(lines)
 
 
