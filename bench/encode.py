@@ -94,7 +94,8 @@ def section(docs: int, queries: int, threads: int, rounds: int, overrides: dict 
              "encode_queries_ratio": ratio(student.get("queries_per_s"), base.get("queries_per_s"))}
     q_note = (f"; nDCG@10: {quality['queries']} seeded queries over at most {quality['corpus']} passages per held-out "
               f"split of {quality['data_dir']}" if quality and splits else "; nDCG@10: no held-out splits found")
-    return (f"{docs} docs (Python docs passages, cut at {LIKE_FOR_LIKE_TOKENS} tokens unless the row says otherwise), {queries} queries (doc headings), {threads} threads, "
+    return (f"{docs} docs (Python docs passages, cut at {LIKE_FOR_LIKE_TOKENS} tokens unless the row says otherwise), "
+            f"{queries} queries (doc headings), {threads} threads, "
             f"median of {rounds} round(s), each model in its own process{q_note}\n\n" + md_table(headers, table)), facts
 
 

@@ -6,11 +6,12 @@ same vectors, at each size.
 Vectors: up to --real distinct real passages (the Python docs, then the Debian descriptions and
 WordNet glosses of the distiller's splits: bench.common.real_passages) embedded by the search
 encoder (the student when it exists, else the shipped baseline; bench/search.py caches them),
-replicated with jitter beyond that (bench.search.replicate). Every (engine, size) runs as two child processes: one builds the store
-on disk and writes the exact top 10 of each query, the next opens the store as an app would and
-runs the queries, so its resident-memory growth is the store's RAM cost, not the build's.
-End-to-end latency includes encoding the query with the same encoder for every engine; for
-edge_dse it is Library.search (hits with their text), for Chroma a query that returns documents.
+replicated with jitter beyond that (bench.search.replicate). Every (engine, size) runs as two
+child processes: one builds the store on disk and writes the exact top 10 of each query, the
+next opens the store as an app would and runs the queries, so its resident-memory growth is the
+store's RAM cost, not the build's. End-to-end latency includes encoding the query with the same
+encoder for every engine; for edge_dse it is Library.search (hits with their text), for Chroma a
+query that returns documents.
 """
 
 from __future__ import annotations
