@@ -133,9 +133,9 @@ class AnnIndex:
 
         ef            320    480    640    960    1280
         recall 100k   0.977  0.985  0.989  0.994  0.995
-        p50 ms 100k   0.51   0.74   0.96   1.40   1.78
+        p50 ms 100k   0.57   0.85   1.07   1.56   1.99
         recall 1M     0.963  0.976  0.984  0.991  0.995
-        p50 ms 1M     0.76   1.06   1.45   2.19   2.69
+        p50 ms 1M     0.78   1.13   1.48   2.14   2.84
 
     Chosen: ef_search=640, the smallest that holds 0.98 up to 1M chunks, for ~0.5 ms (100k) to
     ~0.7 ms (1M) more per query than 320; end to end a query stays far under the 5 ms target.
