@@ -97,7 +97,8 @@ def cmd_status(args) -> int:
         return 0
     model = info["model"]
     print(f"library:  {info['library']}  ({info['bytes_on_disk'] / 1e6:.1f} MB on disk)")
-    print(f"model:    {model['model_id']} (dim {model['model_dim']}, {model['model_pooling']} pooling)")
+    chunks = f", chunks of up to {model['chunk_tokens']} tokens" if model.get("chunk_tokens") else ", chunks of up to 1000 characters"
+    print(f"model:    {model['model_id']} (dim {model['model_dim']}, {model['model_pooling']} pooling{chunks})")
     print(f"contents: {info['folders']} folders, {info['files']} files, {info['chunks']} chunks, {info['errors']} failed files")
     fresh = "up to date" if info["index_generation"] == info["generation"] else "stale: rebuilt on next write or search"
     print(f"index:    catalog generation {info['generation']}, HNSW cache {fresh}")

@@ -24,12 +24,13 @@ for _key, _value in _OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
 
 APP_NAME = "edge_dse"
-# The default encoder for new libraries: the first of these that ships. The baseline (all-MiniLM-L6-v2
-# int8) leads: the shipped student is 2.7x faster but measured below it on 3 of 4 held-out splits
-# (assets/student/card.md; far below on the Python FAQ), so it is opt-in (`--model student`) until a
-# student beats the baseline; then swap the order. An existing library keeps the shipped model that
-# built it (library.py), so the swap never breaks one; `edge-dse reindex` moves it to the default.
-DEFAULT_MODELS = ("baseline", "student")
+# The default encoder for new libraries: the first of these that ships and has earned it. A
+# distilled student leads only when its card records a passing promotion ("promotion":
+# {"default": true}, written by `edge-dse eval --promote`: nDCG@10 >= the baseline on every
+# held-out split and >= 2x its speed, see edge_dse/distill/promote.py); the baseline
+# (all-MiniLM-L6-v2 int8), last, needs none. An existing library keeps the shipped model that
+# built it (library.py), so a change of default never breaks one; `edge-dse reindex` moves it.
+DEFAULT_MODELS = ("student", "baseline")
 
 # Environment overrides, named here once so docs and code agree.
 ENV_HOME = "EDGE_DSE_HOME"  # the default library folder
@@ -85,10 +86,20 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
 
 
 def default_model_name() -> str:
-    """The first of DEFAULT_MODELS that ships in assets/ (see DEFAULT_MODELS for the order)."""
+    """The first of DEFAULT_MODELS that ships and qualifies (see DEFAULT_MODELS)."""
+    import json
+
     for name in DEFAULT_MODELS:
-        if (assets_dir() / name / "card.json").is_file():
+        card = assets_dir() / name / "card.json"
+        if not card.is_file():
+            continue
+        if name == DEFAULT_MODELS[-1]:
             return name
+        try:
+            if json.loads(card.read_text(encoding="utf-8")).get("promotion", {}).get("default") is True:
+                return name
+        except (OSError, ValueError):
+            continue
     return DEFAULT_MODELS[-1]
 
 

@@ -47,6 +47,11 @@ def _token_budget_batches(order: list[int], lengths: list[int], batch_size: int,
     return batches
 
 
+def chunk_tokens(max_length: int) -> int:
+    """The tokens of text a chunk may hold in a model of this window: less [CLS] and [SEP]."""
+    return max(8, int(max_length) - 2)
+
+
 @dataclass
 class EmbeddedFiles:
     """Per-chunk vectors of some files, row-aligned with `rows` (path, offsets, heading, text)."""
@@ -83,6 +88,7 @@ class Encoder:
         if self.pooling not in POOLINGS:
             raise EdgeDSEError(f"{self.path}/card.json: unknown pooling {self.pooling!r} (expected one of {POOLINGS})")
         self._tokenizer = self._load_tokenizer()
+        self._counting_tokenizer = None  # made on first use: chunking only
         self._session = self._load_session()
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._output = self.card.get("output") or self._session.get_outputs()[0].name
@@ -126,6 +132,25 @@ class Encoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         return ort.InferenceSession(str(self.path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    # -- chunking ---------------------------------------------------------------------------
+    @property
+    def chunk_tokens(self) -> int:
+        return chunk_tokens(self.max_length)
+
+    def token_starts(self, text: str) -> list[int]:
+        """The start offset of each of the text's tokens (no special tokens, no truncation)."""
+        if self._counting_tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._counting_tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+            self._counting_tokenizer.no_padding()
+            self._counting_tokenizer.no_truncation()
+        return [a for a, _ in self._counting_tokenizer.encode(text, add_special_tokens=False).offsets]
+
+    def chunking(self) -> dict:
+        """chunk_text's arguments that make chunks fit this model's window, counted in its tokens."""
+        return {"max_tokens": self.chunk_tokens, "tokenize": self.token_starts}
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(
@@ -211,19 +236,19 @@ class Encoder:
     ) -> EmbeddedFiles:
         """Extract, chunk and embed files: one vector per chunk, with path and offsets.
 
+        Chunks fit the model's window in its own tokens (or `max_chars` characters, if given).
         A file that cannot be read or has no text is listed in `.errors`, never raised.
         """
         import numpy as np
 
         from .ingest import ExtractError, chunk_text, extract
-        from .ingest.chunk import DEFAULT_MAX_CHARS
 
         rows: list[dict] = []
         errors: list[tuple[str, str]] = []
         for raw in paths:
             path = Path(raw)
             try:
-                chunks = chunk_text(extract(path), max_chars=max_chars or DEFAULT_MAX_CHARS)
+                chunks = chunk_text(extract(path), **({"max_chars": max_chars} if max_chars else self.chunking()))
             except ExtractError as exc:
                 errors.append((str(path), str(exc)))
                 continue

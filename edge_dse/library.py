@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from . import config
-from .encoder import Encoder, passage_text
+from .encoder import Encoder, chunk_tokens, passage_text
 from .errors import EdgeDSEError, ModelMismatchError
 
 if TYPE_CHECKING:
@@ -243,6 +243,12 @@ class Library:
                 self._record_model()
             return
         stored_dim = self.catalog.get_meta("model_dim")
+        stored_chunks = self.catalog.get_meta("chunk_tokens")  # None: a library from before chunks were counted in tokens
+        if stored_chunks is not None and int(stored_chunks) != self._chunk_tokens():
+            raise ModelMismatchError(
+                f"library {self.path} was chunked for {stored_chunks}-token windows, this model takes "
+                f"{self._chunk_tokens()}: open it with the same max length, or re-chunk it with "
+                f"`edge-dse reindex --library {self.path}{self._model_option()}`")
         if stored != card["id"] or str(stored_dim) != str(card["dim"]):
             raise ModelMismatchError(
                 f"library {self.path} was built with model {stored!r} (dim {stored_dim}), not "
@@ -265,6 +271,15 @@ class Library:
             self.catalog.set_meta("model_dim", str(card["dim"]))
             self.catalog.set_meta("model_pooling", card.get("pooling", "mean"))
             self.catalog.set_meta("model_name", card.get("name", ""))
+            # Chunks are cut to the model's window (Encoder.chunking): recorded with the model, so a
+            # model change re-chunks on `reindex`, and status says how the text was cut.
+            self.catalog.set_meta("chunk_tokens", str(self._chunk_tokens()))
+
+    def _chunk_tokens(self) -> int:
+        """How many tokens a chunk of this Library's model holds (without loading the model)."""
+        if isinstance(self._model_arg, Encoder):
+            return self._model_arg.chunk_tokens
+        return chunk_tokens(self.model_card.get("max_length", 256))
 
     @property
     def encoder(self) -> Encoder:
@@ -427,7 +442,7 @@ class Library:
                 report.reused += 1
                 continue
             try:
-                chunks = chunk_text(extract(item.path, data))
+                chunks = chunk_text(extract(item.path, data), **self.encoder.chunking())
             except ExtractError as exc:
                 self._fail(folder, item, str(exc), report)
                 continue
@@ -611,7 +626,7 @@ class Library:
             index_generation = None
         return {
             "library": str(self.path),
-            "model": {k: self.catalog.get_meta(k) for k in ("model_id", "model_dim", "model_pooling")},
+            "model": {k: self.catalog.get_meta(k) for k in ("model_id", "model_dim", "model_pooling", "chunk_tokens")},
             **counts,
             "folders_detail": files_per_folder,
             "generation": self.catalog.generation,

@@ -70,19 +70,45 @@ def test_every_step_ran_and_wrote_its_output(tiny_run):
     assert any("teacher: step" in line for line in logs) and any("student: step" in line for line in logs)
 
 
-def test_exported_student_matches_the_pytorch_student(tiny_run):
-    plan, out, _, root = tiny_run
+def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):
+    plan, out, logs, root = tiny_run
+    hpd_dir = plan.work / "hpd"
+    manifest = json.loads((hpd_dir / "texts" / "manifest.json").read_text())
+    assert manifest["pairs"] > 0 and {"debian/title", "debian/question"} <= set(manifest["by_source_shape"])
+    assert any(line.startswith("hpd: step") for line in logs)
+    stage1 = json.loads((hpd_dir / "student" / "train.json").read_text())
+    assert stage1["pairs"] == min(plan.hpd_pairs, manifest["pairs"]) and len(stage1["curve"]) == 2  # start and end
+    assert (hpd_dir / "student" / "asset" / "model.onnx").is_file()
+    stage2 = json.loads((plan.work / "student" / "train.json").read_text())
+    assert stage2["config"]["init"] == str(hpd_dir / "student" / "model") and stage2["config"]["hpd_weight"] > 0
     card = json.loads((root / "assets" / "student" / "card.json").read_text())
+    assert card["max_length"] == 64 and "stage 2" in card["role"]
+
+
+def test_no_held_out_text_is_trained_on(tiny_run):
+    """Stage 1's texts come from the training side only: no held-out passage or query is among them."""
+    plan, *_ = tiny_run
+    texts = set(map(json.loads, (plan.work / "hpd" / "texts" / "texts.jsonl").read_text().splitlines()))
+    held_out = [json.loads(line) for line in (plan.work / "data" / "debian.test.jsonl").read_text().splitlines()]
+    assert held_out and not any(p["passage"][:1500].rsplit(None, 1)[0] in texts or p["passage"] in texts for p in held_out)
+
+
+@pytest.mark.parametrize("stage", ["stage 1", "stage 2"])
+def test_exported_student_matches_the_pytorch_student(tiny_run, stage):
+    plan, out, _, root = tiny_run
+    asset = plan.work / "hpd" / "student" / "asset" if stage == "stage 1" else root / "assets" / "student"
+    model_dir = plan.work / "hpd" / "student" / "model" if stage == "stage 1" else out["student_model"]
+    card = json.loads((asset / "card.json").read_text())
     assert card["dim"] == 16 and card["output"] == "token_embeddings"  # the projection is in the graph
     assert card["export"]["fp32_onnx_vs_torch"]["min"] >= 0.9999
     # The int8 asset, through the run-time Encoder, against the PyTorch student (Dense included).
     from edge_dse.distill.export import read_source_info, torch_embed
 
     texts = [p["passage"] for p in map(json.loads, (plan.work / "data" / "debian.test.jsonl").read_text().splitlines())][:30]
-    info = read_source_info(out["student_model"])
+    info = read_source_info(model_dir)
     ref = torch_embed(Path(info["transformer_dir"]), texts, max_length=card["max_length"], pooling="mean",
                       normalize=True, dense_dir=info["dense_dir"])
-    got = Encoder(root / "assets" / "student").encode(texts)
+    got = Encoder(asset).encode(texts)
     assert got.shape == ref.shape == (len(texts), 16)
     assert float((got * ref).sum(1).mean()) >= 0.99
 

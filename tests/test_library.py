@@ -309,8 +309,9 @@ def test_plain_import_loads_no_heavy_module():
 
 
 def test_a_library_keeps_its_shipped_model_when_the_default_changes(tmp_path, monkeypatch, corpus):
-    """A library built with the baseline keeps opening with it after a student ships (the new
-    default); `reindex` (allow_model_change) moves it to the default."""
+    """A library built with the baseline keeps opening with it after a student is promoted (the
+    new default); `reindex` (allow_model_change) moves it to the default. A student whose card
+    records no passing promotion never becomes the default."""
     import json
     import shutil
 
@@ -321,15 +322,17 @@ def test_a_library_keeps_its_shipped_model_when_the_default_changes(tmp_path, mo
     assets = tmp_path / "assets"
     shutil.copytree(assets_dir() / "baseline", assets / "baseline")
     monkeypatch.setenv("EDGE_DSE_ASSETS", str(assets))
-    monkeypatch.setattr(config, "DEFAULT_MODELS", ("student", "baseline"))  # the day a student is promoted
+    assert config.DEFAULT_MODELS == ("student", "baseline")
     assert default_model_name() == "baseline"
     with Library(tmp_path / "lib", progress=False) as lib:
         lib.add(corpus)
     shutil.copytree(assets / "baseline", assets / "student")
     card = json.loads((assets / "student" / "card.json").read_text())
     card.update(id="test/student", name="student")
-    (assets / "student" / "card.json").write_text(json.dumps(card))
-    assert default_model_name() == "student"
+    for verdict, default in (({"default": False}, "baseline"), ({}, "baseline"), ({"default": True}, "student")):
+        card["promotion"] = verdict  # as `edge-dse eval --promote` writes it
+        (assets / "student" / "card.json").write_text(json.dumps(card))
+        assert default_model_name() == default
     with Library(tmp_path / "lib", readonly=True) as lib:
         assert lib.model_card["id"] == "edge-dse/baseline-all-minilm-l6-v2-int8"
         assert lib.search("water for tea", k=1)

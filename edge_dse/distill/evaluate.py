@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     ap.add_argument("--card", type=Path, action="append", default=[], metavar="ASSET",
                     help="record the result in this asset folder's card.json and card.md (repeatable)")
+    ap.add_argument("--promote", type=Path, default=None, metavar="ASSET",
+                    help="decide whether this student asset becomes the default encoder (promote.py) and record it in its card")
     args = ap.parse_args(argv)
     from ..errors import EdgeDSEError
 
@@ -225,6 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for asset in args.card:
         record_in_card(asset, result, argv, args.threads)
+    if args.promote:
+        from .promote import decide
+
+        verdict = decide(result)
+        path = Path(args.promote) / "card.json"
+        card = json.loads(path.read_text(encoding="utf-8"))
+        card["promotion"] = verdict
+        path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"promotion: {'the default encoder' if verdict['default'] else 'opt-in'} ({verdict['rule']}); "
+              + ("; ".join(verdict["short"]) or "every condition met"))
     return 0
 
 

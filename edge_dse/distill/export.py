@@ -763,10 +763,21 @@ def training_md(training: dict) -> str:
     """A distilled model's training record as lines a reader can scan: the run's figures first,
     then every setting (the exact values the re-make command needs)."""
     config = training.get("config") or {}
-    figures = {k: v for k, v in training.items() if k != "config"}
+    tables = {"curve", "trials"}
+    figures = {k: v for k, v in training.items() if k != "config" and k not in tables}
     lines = [f"- {k.replace('_', ' ')}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in figures.items()]
     if config:
         lines.append("- settings: " + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in config.items()))
+    if training.get("curve"):
+        splits = [k for k in training["curve"][0] if k not in ("step", "pairs_seen")]
+        lines += ["", "Learning curve (dev nDCG@10 on a seeded sample of each held-out split, measured while training):", "",
+                  "| step | pairs seen | " + " | ".join(splits) + " |", "|---:|---:|" + "---:|" * len(splits)]
+        lines += [f"| {p['step']} | {p['pairs_seen']:,} | " + " | ".join(_fmt(p.get(s)) for s in splits) + " |" for p in training["curve"]]
+    if training.get("trials"):
+        lines += ["", "Trials (short runs on a small slice; dev nDCG@10 mean at their start and end):", "",
+                  "| trial | pairs | steps | start | end | s |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {t['trial']} | {t['pairs']} | {t['steps']} | {_fmt(t['start'].get('mean'))} | {_fmt(t['end'].get('mean'))} | {t['seconds']} |"
+                  for t in training["trials"]]
     return "\n".join(lines)
 
 

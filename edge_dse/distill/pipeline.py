@@ -4,14 +4,17 @@
     edge-dse distill --tiny --work DIR     # tiny random models, the same code path, minutes
 
 Steps (outputs under --work, default work/distill):
-  data        natural pairs from DATA.md's sources, split by document (data.py)
+  data        natural pairs from the Debian/WordNet/Python-docs sources, split by document (data.py)
+  stage 1     projective distillation (hpd*.py): a broad text set in every shape, all-mpnet-base-v2's
+              vectors of it (cached in shards), the 3-layer student trained to reproduce them,
+              exported to int8 ONNX (hpd/student/asset, measured by eval beside the final student)
   candidates  each training query's positive + BM25, dense and random negatives (candidates.py)
   labels      the bi-encoder ensemble's score of every candidate pair (labels.py)
   teacher     a cross-encoder trained on those labels and the natural positives (teacher.py),
               exported to int8 ONNX
   scores      the teacher's score of every candidate in the student's lists
-  student     3 layers + projection, trained to reproduce the teacher's scores (student.py),
-              exported to int8 ONNX
+  student     stage 2: the stage-1 student trained further to reproduce the teacher's scores
+              (student.py, DSE), stage 1's loss kept as a regulariser; exported to int8 ONNX
   eval        every model on the held-out splits (evaluate.py)
 With --install, the teacher and student asset folders are copied into assets/.
 Training-time code: not imported by `import edge_dse`.
@@ -59,7 +62,26 @@ class Plan:
     # spend the teacher's time on pairs that are never used.
     student_list_width: int | None = 12
     ensemble: tuple[str, ...] = ("baseline", "mpnet")
+    # Stage 1 (hpd.py): the first N pairs of its shuffled text set, labelled by hpd_labeller
+    # ("mpnet": the int8 all-mpnet-base-v2; or a shipped model's name). 0 skips stage 1.
+    hpd_pairs: int = 40000
+    hpd_epochs: int = 1
+    hpd_labeller: str = "mpnet"
+    hpd_weight: float = 1.0  # stage 1's loss beside stage 2's (student.StudentConfig.hpd_weight)
+    # 2: the whole pipeline, the student ends with DSE from the teacher. 1: stage 1 only, and stage
+    # 1's model is the student that --install ships (the teacher is neither made nor touched).
+    stages: int = 2
     seed: int = 0
+
+    def command(self) -> str:
+        """The `edge-dse distill` command that re-makes this plan's run (non-default sizes named)."""
+        flags = " --tiny" if self.tiny else ""
+        default = Plan.tiny_plan(self.work) if self.tiny else Plan(self.work)
+        for name in ("stages", "hpd_pairs", "hpd_epochs", "pairs_per_split", "labels_per_split", "teacher_queries_per_split",
+                     "student_queries_per_split", "seed"):
+            if getattr(self, name) != getattr(default, name):
+                flags += f" --{name.replace('_', '-')} {getattr(self, name) or 0}"
+        return "edge-dse distill" + flags + ("" if self.tiny else " --install")
 
     @property
     def train_splits(self) -> list[str]:
@@ -72,7 +94,8 @@ class Plan:
     @classmethod
     def tiny_plan(cls, work: Path, roots: dict | None = None, sources: tuple[str, ...] = SOURCES) -> "Plan":
         return cls(work, tiny=True, roots=roots or {}, sources=sources, labels_per_split=40,
-                   teacher_queries_per_split=16, student_queries_per_split=32, ensemble=("baseline",))
+                   teacher_queries_per_split=16, student_queries_per_split=32, ensemble=("baseline",),
+                   hpd_pairs=96, hpd_labeller="baseline")
 
 
 def _step(name: str, done: bool, log) -> bool:
@@ -176,11 +199,55 @@ def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, ou
     return scores
 
 
+def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
+    """Stage 1 (hpd.py): texts, the big model's vectors, training, int8 export. Returns the
+    torch model folder (None when plan.hpd_pairs is 0) and the regulariser stage 2 uses."""
+    from . import hpd, hpd_texts, hpd_vectors
+
+    if not plan.hpd_pairs:
+        return None, None
+    hpd_dir, data_dir = plan.work / "hpd", plan.work / "data"
+    if _step("stage 1 texts", (hpd_dir / "texts" / "manifest.json").is_file(), log):
+        extra = {} if not plan.tiny else {"gcide_root": None, "faq": None}
+        hpd_texts.build(data_dir, hpd_dir / "texts", seed=plan.seed, sources=plan.sources,
+                        wordnet_root=plan.roots.get("wordnet", data_mod.WORDNET), **extra)
+    vectors = hpd_dir / plan.hpd_labeller
+    texts, pairs = hpd_texts.read(hpd_dir / "texts")
+    n_pairs = min(plan.hpd_pairs, len(pairs))
+    if _step("stage 1 vectors", hpd_vectors.labelled_count(vectors, len(hpd_texts.texts_in_order(pairs, n_pairs))) >=
+             len(hpd_texts.texts_in_order(pairs, n_pairs)), log):
+        model = prepare_mpnet(plan.work.parent / "models", log) if plan.hpd_labeller == "mpnet" else plan.hpd_labeller
+        hpd_vectors.label(hpd_dir / "texts", vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log)
+    cfg = hpd.HPDConfig(base=base, pairs=n_pairs, epochs=plan.hpd_epochs, seed=plan.seed,
+                        dim=16 if plan.tiny else 256, matryoshka=(8,) if plan.tiny else (128,),
+                        eval_every=0 if plan.tiny else 250, eval_queries=20 if plan.tiny else 100,
+                        eval_corpus=60 if plan.tiny else 500)
+    model_dir = hpd.train(cfg, hpd_dir / "texts", vectors, hpd_dir / "student", data_dir=data_dir, log=log)
+    asset = hpd_dir / "student" / "asset"
+    if _step("stage 1 export", (asset / "card.json").is_file(), log):
+        export_student(plan, model_dir, asset, stage="stage 1 (projective distillation of all-mpnet-base-v2)",
+                       model_id="edge-dse/student-hpd-l3-256", training=hpd_dir / "student" / "train.json", log=log)
+    regulariser = hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
+    return model_dir, regulariser
+
+
+def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, model_id: str, training: Path, log=print,
+                   extra: dict | None = None) -> None:
+    from .export import export_model
+
+    test = [p for split in plan.test_splits for p in data_mod.read_jsonl(plan.work / "data" / f"{split}.jsonl")[:200]][:200]
+    export_model(model_dir, asset, model_id=model_id + ("-tiny" if plan.tiny else ""), name="student",
+                 role=f"a 3-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
+                 measure_texts=[p.passage for p in test], measure_queries=[p.query for p in test],
+                 measure_source=f"held-out pairs ({', '.join(plan.test_splits)}), the first 200", work_dir=asset.parent / "export",
+                 made_by=plan.command(), repeats=1 if plan.tiny else 3,
+                 extra={"training": json.loads(training.read_text()), **(extra or {})}, log=log)
+
+
 def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=print) -> dict:
     from .. import config
     from . import student as student_mod
     from . import teacher as teacher_mod
-    from .export import export_model
 
     work = plan.work
     data_dir, cand_dir, labels_dir = work / "data", work / "candidates", work / "labels"
@@ -189,6 +256,14 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
     base_teacher = base_student = tc.BASE_L6
     if plan.tiny:
         base_teacher = base_student = str(tc.make_tiny_base(work / "models" / "tiny-bert", seed=plan.seed))
+    if plan.stages == 1:
+        stage1_dir, _ = stage1(plan, base_student, log)
+        if stage1_dir is None:
+            raise SystemExit("distill: --stages 1 needs stage 1 (--hpd-pairs > 0)")
+        asset = work / "hpd" / "student" / "asset"
+        if install:
+            _install({"student": asset}, assets or config.assets_dir(), log)
+        return {"student": asset, "student_model": stage1_dir}
 
     from ..encoder import Encoder
 
@@ -231,27 +306,28 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
         scores = teacher_scores(teacher_asset, cand_dir, split, rows, work / "scores", log=log,
                                 width=plan.student_list_width, seed=plan.seed)
         examples += tc.list_examples(cand_dir, split, rows, tc.zscore_rows(scores))
+    stage1_dir, regulariser = stage1(plan, base_student, log)
     scfg = student_mod.StudentConfig(base=base_student, seed=plan.seed, dim=16 if plan.tiny else 256,
-                                     matryoshka=(8,) if plan.tiny else (128,), pca_texts=200 if plan.tiny else 4000)
-    student_dir = student_mod.train(scfg, examples, work / "student", log=log)
+                                     matryoshka=(8,) if plan.tiny else (128,), pca_texts=200 if plan.tiny else 4000,
+                                     passage_max_length=64 if plan.tiny else 256,
+                                     init=str(stage1_dir) if stage1_dir else None, hpd_weight=plan.hpd_weight if stage1_dir else 0.0)
+    student_dir = student_mod.train(scfg, examples, work / "student", log=log, regulariser=regulariser)
     student_asset = work / "student" / "asset"
     if _step("student export", (student_asset / "card.json").is_file(), log):
-        test = [p for split in plan.test_splits for p in data_mod.read_jsonl(data_dir / f"{split}.jsonl")[:200]][:200]
-        train_info = json.loads((work / "student" / "train.json").read_text())
-        export_model(student_dir, student_asset, model_id="edge-dse/student-dse-l3-256" + ("-tiny" if plan.tiny else ""),
-                     name="student", role="default encoder: a 3-layer student distilled from the edge_dse teacher (DSE)",
-                     measure_texts=[p.passage for p in test], measure_queries=[p.query for p in test],
-                     measure_source=f"held-out pairs ({', '.join(plan.test_splits)}), the first 200", work_dir=work / "student" / "export",
-                     made_by="edge-dse distill" + (" --tiny" if plan.tiny else " --install"), repeats=1 if plan.tiny else 3,
-                     extra={"training": train_info, "teacher": str(teacher_asset)}, log=log)
+        export_student(plan, student_dir, student_asset, model_id="edge-dse/student-dse-l3-256", training=work / "student" / "train.json",
+                       stage="stage 2 (DSE from the edge_dse teacher" + (", on top of stage 1)" if stage1_dir else ")"),
+                       extra={"teacher": str(teacher_asset)}, log=log)
     if install:
-        target = assets or config.assets_dir()
-        for name, src in (("teacher", teacher_asset), ("student", student_asset)):
-            if (target / name).exists():
-                shutil.rmtree(target / name)
-            shutil.copytree(src, target / name)
-            log(f"distill: installed {target / name}")
+        _install({"teacher": teacher_asset, "student": student_asset}, assets or config.assets_dir(), log)
     return {"teacher": teacher_asset, "student": student_asset, "student_model": student_dir}
+
+
+def _install(folders: dict, target: Path, log=print) -> None:
+    for name, src in folders.items():
+        if (target / name).exists():
+            shutil.rmtree(target / name)
+        shutil.copytree(src, target / name)
+        log(f"distill: installed {target / name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
              "teacher_queries_per_split": "labelled lists per split the teacher trains on",
              "teacher_max_length": "teacher's token limit per (query, passage) pair",
              "student_queries_per_split": "teacher-scored lists per split the student trains on",
-             "student_list_width": "candidates per student list the teacher scores, the positive included (0: all)"}
+             "student_list_width": "candidates per student list the teacher scores, the positive included (0: all)",
+             "hpd_pairs": "stage 1: pairs of its text set to label and train on (0: no stage 1)",
+             "hpd_epochs": "stage 1: epochs over those pairs",
+             "stages": "2: the whole pipeline; 1: stage 1 only, its model is the student (default 2)"}
     for name, help_text in sizes.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                         help=f"{help_text} (default {getattr(Plan, name)})")
@@ -277,9 +356,12 @@ def main(argv: list[str] | None = None) -> int:
             setattr(plan, name, (value or None) if name in ("pairs_per_split", "student_list_width") else value)
     t = time.perf_counter()
     out = run(plan, install=args.install)
-    print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out['teacher']}, student {out['student']}")
-    print("distill: evaluate with: edge-dse eval " + shlex.join(["--data", str(plan.work / "data"), "--student", str(out["student"]),
-                                                               "--teacher", str(out["teacher"]), "--student-fp32", str(out["student_model"])]))
+    print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out.get('teacher', '(not made: --stages 1)')}, student {out['student']}")
+    evaluate = ["--data", str(plan.work / "data"), "--student", str(out["student"]), "--student-fp32", str(out["student_model"]),
+                "--promote", str(out["student"])]
+    if out.get("teacher"):
+        evaluate += ["--teacher", str(out["teacher"])]
+    print("distill: evaluate (and decide the default encoder) with: edge-dse eval " + shlex.join(evaluate))
     return 0
 
 

@@ -19,6 +19,7 @@ Training-time code (torch): not imported by `import edge_dse`.
 from __future__ import annotations
 
 import datetime
+import json
 import random
 import shutil
 import tempfile
@@ -53,6 +54,11 @@ class StudentConfig:
     checkpoint_every: int = 50
     threads: int = 2
     pca_texts: int = 4000
+    # Stage 2 on top of stage 1 (hpd.py): start from that model instead of the layer-dropped base,
+    # and keep stage 1's loss on its own batches as a regulariser, weighted by hpd_weight, so the
+    # general ability stage 1 brought is not traded for the teacher's narrower lists.
+    init: str | None = None
+    hpd_weight: float = 0.0
 
 
 class Student:
@@ -101,10 +107,27 @@ def pca_projection(vectors: np.ndarray, dim: int):
     return layer
 
 
+def load(folder: Path) -> Student:
+    """A student saved by save() (a stage-1 model), ready to train further."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = Path(folder)
+    transformer = AutoModel.from_pretrained(str(folder / "0_Transformer"))
+    dense = json.loads((folder / "2_Dense" / "config.json").read_text())
+    projection = torch.nn.Linear(dense["in_features"], dense["out_features"])
+    state = load_file(str(folder / "2_Dense" / "model.safetensors"))
+    projection.load_state_dict({"weight": state["linear.weight"], "bias": state["linear.bias"]})
+    return Student(transformer, projection, AutoTokenizer.from_pretrained(str(folder / "0_Transformer")))
+
+
 def build(cfg: StudentConfig, pca_texts: Sequence[str]) -> Student:
     import torch
     from transformers import AutoTokenizer
 
+    if cfg.init:
+        return load(Path(cfg.init))
     base_dir = tc.base_transformer_dir(cfg.base)
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     transformer = layer_dropped(base_dir, cfg.keep_layers)
@@ -127,9 +150,9 @@ def listwise_loss(q, p, target, scale: float, prefixes: Sequence[int]):
     return loss / len(prefixes)
 
 
-def train(cfg: StudentConfig, examples: list[tc.ListExample], out: Path, log=print) -> Path:
+def train(cfg: StudentConfig, examples: list[tc.ListExample], out: Path, log=print, regulariser=None) -> Path:
     """Train (or resume) the student on teacher-scored lists; returns the sentence-transformers
-    folder out/model."""
+    folder out/model. `regulariser(student, step)` (hpd.Regulariser) adds stage 1's loss."""
     import torch
 
     final = out / "model"
@@ -159,8 +182,10 @@ def train(cfg: StudentConfig, examples: list[tc.ListExample], out: Path, log=pri
         # Teacher annealing (DvBERT): the target moves from the teacher toward the natural positive.
         gold = cfg.gold_start + (cfg.gold_end - cfg.gold_start) * loop.step / max(1, loop.total - 1)
         target = tc.soft_target(np.stack([g[1][:width] for g in groups]), gold, cfg.temperature)
-        loop.update(listwise_loss(q, p, target, cfg.scale, prefixes), units=len(batch) * (width + 1),
-                    extra=f" gold {gold:.2f} texts")
+        loss = listwise_loss(q, p, target, cfg.scale, prefixes)
+        if regulariser is not None and cfg.hpd_weight:
+            loss = loss + cfg.hpd_weight * regulariser(student, loop.step)
+        loop.update(loss, units=len(batch) * (width + 1), extra=f" gold {gold:.2f} texts")
     save(student, cfg, final)
     tc.write_json(out / "train.json", {"config": asdict(cfg), "examples": len(examples), **loop.summary(),
                                        "finished": datetime.datetime.now().isoformat(timespec="seconds")})
