@@ -220,7 +220,7 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
         hpd_vectors.label(hpd_dir / "texts", vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log)
     cfg = hpd.HPDConfig(base=base, pairs=n_pairs, epochs=plan.hpd_epochs, seed=plan.seed,
                         dim=16 if plan.tiny else 256, matryoshka=(8,) if plan.tiny else (128,),
-                        eval_every=0 if plan.tiny else 250, eval_queries=20 if plan.tiny else 100,
+                        eval_every=0 if plan.tiny else 400, eval_queries=20 if plan.tiny else 100,
                         eval_corpus=60 if plan.tiny else 500)
     model_dir = hpd.train(cfg, hpd_dir / "texts", vectors, hpd_dir / "student", data_dir=data_dir, log=log)
     asset = hpd_dir / "student" / "asset"
