@@ -43,9 +43,23 @@ def _print_errors(report, limit: int = 10) -> None:
         print(f"  ... and {len(report.errors) - limit} more (see `edge-dse status`)", file=sys.stderr)
 
 
+def _cluster(args):
+    """--ray [ADDRESS] / --ship-bytes as Library's cluster= argument (None: a local sync)."""
+    if args.ray is None:
+        if args.ship_bytes:
+            raise EdgeDSEError("--ship-bytes sends files to a Ray cluster: add --ray [ADDRESS]")
+        return None
+    if os.path.isdir(args.ray) and ":" not in args.ray:  # `index --ray DIR`: argparse took the folder
+        raise EdgeDSEError(f"--ray took {args.ray!r} as the cluster's address: put --ray after the folders, "
+                           "or write --ray=auto")
+    from .cluster import RayCluster
+
+    return RayCluster(address=args.ray, ship="bytes" if args.ship_bytes else "path")
+
+
 def cmd_index(args) -> int:
     with _library(args) as lib:
-        report = lib.add(*args.paths)
+        report = lib.add(*args.paths, cluster=_cluster(args))
         _say(args, f"{lib.path}: {report.summary()}")
         if not args.quiet:
             _print_errors(report)
@@ -54,7 +68,7 @@ def cmd_index(args) -> int:
 
 def cmd_sync(args) -> int:
     with _library(args) as lib:
-        report = lib.sync(args.paths or None)
+        report = lib.sync(args.paths or None, cluster=_cluster(args))
         _say(args, f"{lib.path}: {report.summary()}")
         if not args.quiet:
             _print_errors(report)
@@ -206,6 +220,15 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress bars or summaries")
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                        help="extract, chunk and embed on a Ray cluster (cluster extra): ADDRESS as `ray start` "
+                             "prints it, or none for $RAY_ADDRESS / the cluster this machine joined / a new "
+                             "local one. Workers read the files at the same paths (a shared filesystem)")
+    parser.add_argument("--ship-bytes", action="store_true",
+                        help="with --ray: send the files' bytes to the workers (no shared filesystem needed)")
+
+
 PASS_THROUGH = ("export", "distill", "eval")
 
 
@@ -231,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="add folders to the library and index them")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("sync", help="re-sync the library's folders (all, or the ones named)")
     p.add_argument("paths", nargs="*", metavar="PATH")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("search", help="search the library")
