@@ -218,7 +218,8 @@ class RayIndexer:
     # -- work ---------------------------------------------------------------------------------
     def submit(self, item, sha256: str, data: bytes, existed: bool) -> list[Outcome]:
         """Queue a new or changed file (with the bytes the driver hashed); return what is done."""
-        self._group.append((item, sha256, existed, data))
+        # Bytes are kept until their group is done only when they are what the workers get.
+        self._group.append((item, sha256, existed, data if self.spec.ship == "bytes" else None))
         self._group_bytes += len(data)
         if self._group_bytes >= self.spec.group_bytes or len(self._group) >= GROUP_FILES:
             self._launch()
@@ -236,8 +237,7 @@ class RayIndexer:
     def _launch(self, group: list[tuple] | None = None) -> None:
         if group is None:
             group, self._group, self._group_bytes = self._group, [], 0
-        ship = self.spec.ship == "bytes"
-        files = [(str(item.path), data if ship else None) for item, _, _, data in group]
+        files = [(str(item.path), data) for item, _, _, data in group]
         self._in_flight[self._task.remote(self._model_key, self._model_ref, files)] = group
 
     def _collect(self, *, wait: bool) -> list[Outcome]:

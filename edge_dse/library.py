@@ -433,8 +433,10 @@ class Library:
                 self.catalog.put_file(folder, path, item.size, item.mtime_ns, sha, chunks, vectors)
                 report.reused += 1
                 continue
-            if cluster is not None:
+            if cluster is not None:  # extracted, chunked and embedded there; committed here as they come back
                 self._commit_outcomes(folder, cluster.submit(item, sha, data, row is not None), report)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(chunks=report.chunks, refresh=False)
                 continue
             try:
                 chunks = chunk_text(extract(item.path, data))
