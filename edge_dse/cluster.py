@@ -51,6 +51,7 @@ class RayCluster:
 
     address: "auto" (RAY_ADDRESS, else the cluster this machine joined with `ray start`, else a
         new local one on this machine), or any address ray.init takes ("HOST:6379", "ray://HOST:10001").
+        A process that has already called ray.init keeps its own session: the address is not used.
     ship: "path" (workers read the files on a shared filesystem) or "bytes" (the driver sends them).
     group_bytes: bytes of files per Ray task.
     """
@@ -181,6 +182,12 @@ class RayIndexer:
 
     # -- connecting ---------------------------------------------------------------------------
     def __enter__(self) -> "RayIndexer":
+        import_ray()  # a missing extra fails now; the cluster is reached only when there is work
+        self._task = None
+        return self
+
+    def _connect(self) -> None:
+        """Connect on the first file to embed: a sync with nothing new never starts a cluster."""
         ray = import_ray()
         if not ray.is_initialized():  # a caller that already runs Ray keeps its own session
             address = None if self.spec.address == "auto" else self.spec.address
@@ -188,26 +195,24 @@ class RayIndexer:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                where = self.spec.address
-                raise EdgeDSEError(f"cannot reach the Ray cluster at {where} ({' '.join(str(exc).split())[:160]}): "
+                raise EdgeDSEError(f"cannot reach the Ray cluster at {self.spec.address} ({' '.join(str(exc).split())[:160]}): "
                                    "start it with `ray start --head` or give its address to --ray") from exc
             self._started = True
-        try:
-            files = {name: (self.model_dir / name).read_bytes() for name in MODEL_FILES}
-            self._model_key = hashlib.sha256(b"".join(files[name] for name in MODEL_FILES)).hexdigest()[:16]
-            # In a list, so that Ray hands tasks the reference (fetched once per worker process),
-            # not the model's bytes on every call.
-            self._model_ref = [ray.put(files)]
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            self._max_in_flight = max(1, IN_FLIGHT_PER_CPU * cpus)
-            self._task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(index_group)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if cpus < 1:
+            raise EdgeDSEError(f"the Ray cluster at {self.spec.address} has no CPUs to run tasks: "
+                               "add workers with `ray start --address=HEAD:6379`")
+        self._max_in_flight = IN_FLIGHT_PER_CPU * cpus
+        files = {name: (self.model_dir / name).read_bytes() for name in MODEL_FILES}
+        self._model_key = hashlib.sha256(b"".join(files[name] for name in MODEL_FILES)).hexdigest()[:16]
+        # In a list, so that Ray hands tasks the reference (fetched once per worker process),
+        # not the model's bytes on every call.
+        self._model_ref = [ray.put(files)]
+        self._task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(index_group)
 
     def __exit__(self, *exc) -> None:
-        ray = import_ray()
+        import ray
+
         for ref in self._in_flight:  # an interrupted sync: nothing will read these
             ray.cancel(ref, force=True)
         self._in_flight.clear()
@@ -218,6 +223,8 @@ class RayIndexer:
     # -- work ---------------------------------------------------------------------------------
     def submit(self, item, sha256: str, data: bytes, existed: bool) -> list[Outcome]:
         """Queue a new or changed file (with the bytes the driver hashed); return what is done."""
+        if self._task is None:
+            self._connect()
         # Bytes are kept until their group is done only when they are what the workers get.
         self._group.append((item, sha256, existed, data if self.spec.ship == "bytes" else None))
         self._group_bytes += len(data)

@@ -112,6 +112,17 @@ def test_ray_index_holds_the_same_chunks_and_vectors_as_a_local_one(ray_cluster,
 
 
 @needs_ray
+def test_a_sync_with_nothing_new_never_reaches_the_cluster(corpus, tmp_path, monkeypatch):
+    from edge_dse.cluster import RayIndexer
+
+    with Library(tmp_path / "lib", model=shipped_model_dir(), progress=False) as lib:
+        lib.add(corpus)
+        monkeypatch.setattr(RayIndexer, "_connect", lambda self: pytest.fail("connected with nothing to embed"))
+        report = lib.sync(cluster="HEAD.invalid:6379")
+        assert report.unchanged == len(list(corpus.iterdir())) and report.chunks == 0
+
+
+@needs_ray
 def test_a_crashing_worker_retries_the_file_then_records_it_failed(ray_cluster, corpus, tmp_path):
     (corpus / "poison.txt").write_text("This file crashes the worker that extracts it.\n", encoding="utf-8")
     with Library(tmp_path / "ray", model=shipped_model_dir(), progress=False) as lib:
