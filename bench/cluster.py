@@ -44,17 +44,19 @@ def writer_ceiling(source: Path, lib_path: Path) -> tuple[float, float, int]:
     import numpy as np
 
     from edge_dse import Library
+    from edge_dse.ingest import Chunk
 
     with Library(source, progress=False) as src:
-        rows = src.catalog._conn.execute('SELECT path, "start", "end", heading, text, vector FROM chunks ORDER BY id').fetchall()
+        rows = src.catalog._conn.execute(
+            'SELECT path, "start", "end", heading, text, vector FROM chunks ORDER BY id').fetchall()
         files = {r.path: r for r in (src.catalog.file_state(p) for p in {row[0] for row in rows})}
     by_file: dict[str, list] = {}
     for row in rows:
         by_file.setdefault(row[0], []).append(row)
-    from edge_dse.ingest import Chunk
 
     prepared = [(path, [Chunk(r[1], r[2], r[4], r[3]) for r in chunk_rows],
-                 np.stack([np.frombuffer(r[5], dtype=np.float32) for r in chunk_rows])) for path, chunk_rows in by_file.items()]
+                 np.stack([np.frombuffer(r[5], dtype=np.float32) for r in chunk_rows]))
+                for path, chunk_rows in by_file.items()]
     with Library(lib_path, progress=False) as lib:
         t0 = time.perf_counter()
         for path, chunks, vectors in prepared:

@@ -73,14 +73,16 @@ def as_cluster(spec: "str | RayCluster") -> RayCluster:
         return spec
     if isinstance(spec, str) and spec.strip():
         return RayCluster(address=spec.strip())
-    raise EdgeDSEError(f"cluster={spec!r}: give a Ray address (\"auto\", \"HOST:6379\", \"ray://HOST:10001\") or a RayCluster")
+    raise EdgeDSEError(f"cluster={spec!r}: give a Ray address (\"auto\", \"HOST:6379\", \"ray://HOST:10001\") "
+                       "or a RayCluster")
 
 
 def import_ray():
     try:
         import ray
     except ImportError as exc:
-        raise EdgeDSEError(f"indexing on a Ray cluster needs the cluster extra ({exc.name or 'ray'} is missing): {INSTALL_HINT}") from None
+        raise EdgeDSEError(f"indexing on a Ray cluster needs the cluster extra ({exc.name or 'ray'} is missing): "
+                           f"{INSTALL_HINT}") from None
     return ray
 
 
@@ -93,6 +95,9 @@ class Outcome(NamedTuple):
     chunks: list | None
     vectors: "np.ndarray | None"
     reason: str | None
+    # The failure was the cluster's, not the file's (a worker died, the file was not where the
+    # worker looked): the next sync tries the file again even if it has not changed.
+    retry: bool = False
 
 
 # -- the worker side ---------------------------------------------------------------------------
@@ -195,7 +200,8 @@ class RayIndexer:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise EdgeDSEError(f"cannot reach the Ray cluster at {self.spec.address} ({' '.join(str(exc).split())[:160]}): "
+                why = " ".join(str(exc).split())[:160]
+                raise EdgeDSEError(f"cannot reach the Ray cluster at {self.spec.address} ({why}): "
                                    "start it with `ray start --head` or give its address to --ray") from exc
             self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -268,7 +274,7 @@ class RayIndexer:
             for (item, sha, existed, _), (worker_sha, chunks, vectors, reason) in zip(group, results):
                 # The worker hashes what it read: on a shared filesystem a file can change
                 # between the driver's read and the worker's; keep its hash with its chunks.
-                done.append(Outcome(item, worker_sha or sha, existed, chunks, vectors, reason))
+                done.append(Outcome(item, worker_sha or sha, existed, chunks, vectors, reason, retry=worker_sha is None))
         return done
 
     def _failed(self, group: list[tuple], exc: BaseException) -> list[Outcome]:
@@ -280,5 +286,5 @@ class RayIndexer:
                 self._launch([entry])
             return []
         item, sha, existed, _ = group[0]
-        return [Outcome(item, sha, existed, None, None, _one_line(exc))]
+        return [Outcome(item, sha, existed, None, None, _one_line(exc), retry=True)]
 

@@ -485,8 +485,10 @@ class Library:
     def _commit_outcomes(self, folder: str, outcomes: list, report: SyncReport) -> None:
         """Commit files the cluster finished, through the same path as a local sync."""
         for out in outcomes:
-            if out.reason is not None:
-                self._fail(folder, out.item, out.reason, report)
+            if out.reason is not None:  # a failure of the cluster's is stored without the file's
+                # stat, so that the next sync tries the file again (ingest's own reasons are kept)
+                item = replace(out.item, size=None, mtime_ns=None) if out.retry else out.item
+                self._fail(folder, item, out.reason, report)
             else:
                 self._commit(folder, [(out.item, out.sha256, out.chunks, out.existed)], out.vectors, report)
 
