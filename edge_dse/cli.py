@@ -131,7 +131,7 @@ def cmd_remove(args) -> int:
 
 def cmd_reindex(args) -> int:
     with _library(args, allow_model_change=True) as lib:
-        report = lib.reindex()
+        report = lib.reindex(cluster=_cluster(args))
         _say(args, f"{lib.path}: re-embedded with {lib.model_card['id']}: {report.summary()}")
     return 0
 
@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("reindex", help="re-embed the whole library with the current model")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("embed", help="embed files: one vector per chunk, with offsets")

@@ -351,16 +351,17 @@ class Library:
             return removed
 
     @_user_errors
-    def reindex(self) -> SyncReport:
-        """Re-embed every folder with this library's current model (after a model change)."""
-        with self._writing():
+    def reindex(self, *, cluster: "str | RayCluster | None" = None) -> SyncReport:
+        """Re-embed every folder with this library's current model (after a model change;
+        cluster: as in `add`)."""
+        with self._writing(), self._cluster(cluster) as runner:
             folders = self.catalog.folders()
             with self.catalog.transaction():
                 for folder in folders:
                     self.catalog.remove_folder(folder)
                     self.catalog.add_folder(folder)
                 self._record_model()
-            return self._sync(folders)
+            return self._sync(folders, runner)
 
     def _sync(self, folders: list[str], cluster: "RayIndexer | None" = None) -> SyncReport:
         from .ingest import FoundFile, discover

@@ -188,6 +188,8 @@ def test_cli_index_with_ray(ray_cluster, corpus, tmp_path):
                    "--model", str(shipped_model_dir()), env=env)
     assert done.returncode == 0, done.stderr
     assert f"{len(list(corpus.iterdir()))} added" in done.stderr and "0 failed" in done.stderr
+    again = run_cli("reindex", "--ray", ray_cluster["address"], "--model", str(shipped_model_dir()), env=env)
+    assert again.returncode == 0 and f"{len(list(corpus.iterdir()))} added" in again.stderr, again.stderr
     found = run_cli("search", TOPICS["bread"][2], "-k", "1", env=env)
     assert found.returncode == 0 and "bread.md" in found.stdout, found.stdout + found.stderr
     # `--ray FOLDER FOLDER2`: argparse reads the first folder as the address; say how to write it.
