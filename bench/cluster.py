@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PYDOC_SOURCES, copy_sample, machine, md_table
+from bench.common import PYDOC_SOURCES, copy_sample, machine, md_table, source_folder
 
 
 def index(folder: Path, lib_path: Path, **kwargs) -> tuple[float, int]:
@@ -80,9 +80,7 @@ def main() -> None:
 
     from edge_dse.cluster import RayCluster
 
-    src = Path(args.folder)
-    if not src.is_dir():
-        raise SystemExit(f"{src} is not a folder (for the default: apt-get install -y python3.11-doc)")
+    src = source_folder(args.folder)
     tmp = Path(tempfile.mkdtemp(prefix="edge-dse-cluster-"))
     folder = tmp / "docs"
     files = copy_sample(src, folder, args.every)

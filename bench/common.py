@@ -17,6 +17,14 @@ PYDOC_SOURCES = Path(os.environ.get("EDGE_DSE_BENCH_DOCS", "/usr/share/doc/pytho
 PYDOC_HTML = Path("/usr/share/doc/python3.11/html")
 
 
+def source_folder(arg: str) -> Path:
+    """A benchmark's folder argument, checked (the default is the Python docs)."""
+    src = Path(arg)
+    if not src.is_dir():
+        raise SystemExit(f"{src} is not a folder (for the default: apt-get install -y python3.11-doc)")
+    return src
+
+
 def copy_sample(src: Path, dest: Path, every: int = 1) -> int:
     """Copy every Nth file of src (sorted by path) to dest, keeping the tree; returns how many.
     Benchmarks index a copy: the runs see the same files, and nothing system-wide is touched."""

@@ -49,7 +49,7 @@ def _cluster(args):
         if args.ship_bytes:
             raise EdgeDSEError("--ship-bytes sends files to a Ray cluster: add --ray [ADDRESS]")
         return None
-    if os.path.isdir(args.ray) and ":" not in args.ray:  # `index --ray DIR`: argparse took the folder
+    if args.ray != "auto" and ":" not in args.ray and os.path.isdir(args.ray):  # `index --ray DIR ...`
         raise EdgeDSEError(f"--ray took {args.ray!r} as the cluster's address: put --ray after the folders, "
                            "or write --ray=auto")
     from .cluster import RayCluster

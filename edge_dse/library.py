@@ -401,7 +401,8 @@ class Library:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport, cluster=None) -> None:
+    def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport,
+                     cluster: "RayIndexer | None" = None) -> None:
         """Read, hash, extract, chunk and embed files; commit each file on its own. With a
         cluster, new content is extracted, chunked and embedded there (edge_dse.cluster)."""
         from .ingest import ExtractError, chunk_text, extract
