@@ -175,7 +175,7 @@ class RayIndexer:
     `submit` queues a file and returns the files finished so far, waiting while too many groups
     are in flight; `finish` waits for the rest. Groups run as Ray tasks; Ray retries a task once
     when its worker dies or raises; a group that still fails is retried file by file, and a file
-    that fails alone is returned with the reason."""
+    that fails alone is returned with the reason (and retry=True: the next sync tries it again)."""
 
     def __init__(self, spec: "str | RayCluster", model_dir: Path) -> None:
         self.spec = as_cluster(spec)
@@ -184,11 +184,11 @@ class RayIndexer:
         self._group: list[tuple] = []  # (item, sha, existed, data) waiting for a task
         self._group_bytes = 0
         self._in_flight: dict = {}  # ObjectRef -> the group it computes
+        self._task = None  # the Ray task, once connected
 
     # -- connecting ---------------------------------------------------------------------------
     def __enter__(self) -> "RayIndexer":
         import_ray()  # a missing extra fails now; the cluster is reached only when there is work
-        self._task = None
         return self
 
     def _connect(self) -> None:
