@@ -6,6 +6,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import statistics
 import sys
 import time
@@ -14,6 +15,26 @@ from pathlib import Path
 # The real text of every benchmark; the harness test points it at a small folder of its own.
 PYDOC_SOURCES = Path(os.environ.get("EDGE_DSE_BENCH_DOCS", "/usr/share/doc/python3.11/html/_sources"))
 PYDOC_HTML = Path("/usr/share/doc/python3.11/html")
+
+
+def source_folder(arg: str) -> Path:
+    """A benchmark's folder argument, checked (the default is the Python docs)."""
+    src = Path(arg)
+    if not src.is_dir():
+        raise SystemExit(f"{src} is not a folder (for the default: apt-get install -y python3.11-doc)")
+    return src
+
+
+def copy_sample(src: Path, dest: Path, every: int = 1) -> int:
+    """Copy every Nth file of src (sorted by path) to dest, keeping the tree; returns how many.
+    Benchmarks index a copy: the runs see the same files, and nothing system-wide is touched."""
+    copied = 0
+    for i, f in enumerate(sorted(x for x in src.rglob("*") if x.is_file())):
+        if i % every == 0:
+            (dest / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest / f.relative_to(src))
+            copied += 1
+    return copied
 
 
 def need_pydocs() -> Path:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PYDOC_SOURCES, machine, peak_rss_mb
+from bench.common import PYDOC_SOURCES, machine, peak_rss_mb, source_folder
 
 
 def main() -> None:
@@ -26,9 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     from edge_dse import Library
 
-    src = Path(args.folder)
-    if not src.is_dir():
-        raise SystemExit(f"{src} is not a folder (for the default: apt-get install -y python3.11-doc)")
+    src = source_folder(args.folder)
     tmp = Path(tempfile.mkdtemp(prefix="edge-dse-sync-"))
     folder = tmp / "docs"
     shutil.copytree(src, folder)  # a copy, so touching files does not change the system's

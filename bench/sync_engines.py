@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PYDOC_SOURCES, child_main, md_table, peak_rss_mb, ratio, run_child, times
+from bench.common import PYDOC_SOURCES, child_main, copy_sample, md_table, peak_rss_mb, ratio, run_child, times
 
 ENGINES = ("edge_dse", "plain pipeline into chroma")
 
@@ -73,11 +73,8 @@ def section(folder: str | None = None, every: int = 1, student: str | None = Non
                "on disk MB", "peak RSS MB"]
     rows, got = [], {}
     try:
-        docs = tmp / "docs"  # a copy, so the two runs see the same files and nothing system-wide
-        for i, f in enumerate(sorted(x for x in src.rglob("*") if x.is_file())):
-            if i % every == 0:
-                (docs / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(f, docs / f.relative_to(src))
+        docs = tmp / "docs"
+        copy_sample(src, docs, every)
         for engine in ENGINES:
             if engine != "edge_dse" and chroma.missing():
                 rows.append([engine, f"not available: {chroma.missing()}"])

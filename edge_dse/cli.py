@@ -43,9 +43,23 @@ def _print_errors(report, limit: int = 10) -> None:
         print(f"  ... and {len(report.errors) - limit} more (see `edge-dse status`)", file=sys.stderr)
 
 
+def _cluster(args):
+    """--ray [ADDRESS] / --ship-bytes as Library's cluster= argument (None: a local sync)."""
+    if args.ray is None:
+        if args.ship_bytes:
+            raise EdgeDSEError("--ship-bytes sends files to a Ray cluster: add --ray [ADDRESS]")
+        return None
+    if args.ray != "auto" and ":" not in args.ray and os.path.isdir(args.ray):  # `index --ray DIR ...`
+        raise EdgeDSEError(f"--ray took {args.ray!r} as the cluster's address: put --ray after the folders, "
+                           "or write --ray=auto")
+    from .cluster import RayCluster
+
+    return RayCluster(address=args.ray, ship="bytes" if args.ship_bytes else "path")
+
+
 def cmd_index(args) -> int:
     with _library(args) as lib:
-        report = lib.add(*args.paths)
+        report = lib.add(*args.paths, cluster=_cluster(args))
         _say(args, f"{lib.path}: {report.summary()}")
         if not args.quiet:
             _print_errors(report)
@@ -54,7 +68,7 @@ def cmd_index(args) -> int:
 
 def cmd_sync(args) -> int:
     with _library(args) as lib:
-        report = lib.sync(args.paths or None)
+        report = lib.sync(args.paths or None, cluster=_cluster(args))
         _say(args, f"{lib.path}: {report.summary()}")
         if not args.quiet:
             _print_errors(report)
@@ -118,7 +132,7 @@ def cmd_remove(args) -> int:
 
 def cmd_reindex(args) -> int:
     with _library(args, allow_model_change=True) as lib:
-        report = lib.reindex()
+        report = lib.reindex(cluster=_cluster(args))
         _say(args, f"{lib.path}: re-embedded with {lib.model_card['id']}: {report.summary()}")
     return 0
 
@@ -207,6 +221,15 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress bars or summaries")
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                        help="extract, chunk and embed on a Ray cluster (cluster extra): ADDRESS as `ray start` "
+                             "prints it, or none for $RAY_ADDRESS / the cluster this machine joined / a new "
+                             "local one. Workers read the files at the same paths (a shared filesystem)")
+    parser.add_argument("--ship-bytes", action="store_true",
+                        help="with --ray: send the files' bytes to the workers (no shared filesystem needed)")
+
+
 PASS_THROUGH = ("export", "distill", "eval")
 
 
@@ -232,10 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="add folders to the library and index them")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("sync", help="re-sync the library's folders (all, or the ones named)")
     p.add_argument("paths", nargs="*", metavar="PATH")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("search", help="search the library")
@@ -258,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("reindex", help="re-embed the whole library with the current model")
+    _add_cluster_options(p)
     p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("embed", help="embed files: one vector per chunk, with offsets")

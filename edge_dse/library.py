@@ -23,7 +23,7 @@ import json
 import os
 import time
 import unicodedata
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
@@ -35,6 +35,7 @@ from .errors import EdgeDSEError, ModelMismatchError
 if TYPE_CHECKING:
     import numpy as np
 
+    from .cluster import RayCluster, RayIndexer
     from .rerank import Reranker
 
     from .store import AnnIndex, Catalog
@@ -310,8 +311,11 @@ class Library:
         }
 
     @_user_errors
-    def add(self, *folders: str | os.PathLike) -> SyncReport:
-        """Add folders to the library and index them (an already added folder is re-synced)."""
+    def add(self, *folders: str | os.PathLike, cluster: "str | RayCluster | None" = None) -> SyncReport:
+        """Add folders to the library and index them (an already added folder is re-synced).
+
+        cluster: run the read/extract/chunk/embed step on a Ray cluster ("auto", a Ray address
+        or a cluster.RayCluster; needs the cluster extra). The catalog is still written here."""
         if not folders:
             raise EdgeDSEError("name at least one folder to add")
         from .ingest.discover import printable
@@ -328,15 +332,17 @@ class Library:
                 raise EdgeDSEError(f"{printable(Path(path))}: the folder's path is not valid UTF-8 text: "
                                    f"rename it to index it") from None
             paths.append(path)
-        with self._writing():
+        with self._writing(), self._cluster(cluster) as runner:
             for path in paths:
                 self.catalog.add_folder(path)
-            return self._sync(paths)
+            return self._sync(paths, runner)
 
     @_user_errors
-    def sync(self, folders: Sequence[str | os.PathLike] | None = None) -> SyncReport:
-        """Bring the library up to date with its folders: new, changed, renamed, deleted files."""
-        with self._writing():
+    def sync(self, folders: Sequence[str | os.PathLike] | None = None, *,
+             cluster: "str | RayCluster | None" = None) -> SyncReport:
+        """Bring the library up to date with its folders: new, changed, renamed, deleted files
+        (cluster: as in `add`)."""
+        with self._writing(), self._cluster(cluster) as runner:
             known = self.catalog.folders()
             if folders is None:
                 targets = known
@@ -345,7 +351,7 @@ class Library:
                 unknown = [t for t in targets if t not in known]
                 if unknown:
                     raise EdgeDSEError(f"{unknown[0]} is not in this library: add it with `edge-dse index {unknown[0]}`")
-            return self._sync(targets)
+            return self._sync(targets, runner)
 
     @_user_errors
     def remove(self, folder: str | os.PathLike) -> int:
@@ -360,18 +366,19 @@ class Library:
             return removed
 
     @_user_errors
-    def reindex(self) -> SyncReport:
-        """Re-embed every folder with this library's current model (after a model change)."""
-        with self._writing():
+    def reindex(self, *, cluster: "str | RayCluster | None" = None) -> SyncReport:
+        """Re-embed every folder with this library's current model (after a model change;
+        cluster: as in `add`)."""
+        with self._writing(), self._cluster(cluster) as runner:
             folders = self.catalog.folders()
             with self.catalog.transaction():
                 for folder in folders:
                     self.catalog.remove_folder(folder)
                     self.catalog.add_folder(folder)
                 self._record_model()
-            return self._sync(folders)
+            return self._sync(folders, runner)
 
-    def _sync(self, folders: list[str]) -> SyncReport:
+    def _sync(self, folders: list[str], cluster: "RayIndexer | None" = None) -> SyncReport:
         from .ingest import FoundFile, discover
 
         report = SyncReport(folders=list(folders))
@@ -400,7 +407,7 @@ class Library:
                     report.unchanged += 1  # including files that failed before and did not change
                     continue
                 todo.append(item)
-            self._index_files(folder, todo, known, report)
+            self._index_files(folder, todo, known, report, cluster)
             for path in sorted(set(known) - seen):
                 self.catalog.remove_file(path)
                 report.removed += 1
@@ -409,8 +416,10 @@ class Library:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport) -> None:
-        """Read, hash, extract, chunk and embed files; commit each file on its own."""
+    def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport,
+                     cluster: "RayIndexer | None" = None) -> None:
+        """Read, hash, extract, chunk and embed files; commit each file on its own. With a
+        cluster, new content is extracted, chunked and embedded there (edge_dse.cluster)."""
         from .ingest import ExtractError, chunk_text, extract
 
         pending: list[tuple] = []  # (file, sha256, chunks) waiting for embedding
@@ -441,6 +450,11 @@ class Library:
                 self.catalog.put_file(folder, path, item.size, item.mtime_ns, sha, chunks, vectors)
                 report.reused += 1
                 continue
+            if cluster is not None:  # extracted, chunked and embedded there; committed here as they come back
+                self._commit_outcomes(folder, cluster.submit(item, sha, data, row is not None), report)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(chunks=report.chunks, refresh=False)
+                continue
             try:
                 chunks = chunk_text(extract(item.path, data), **self.encoder.chunking())
             except ExtractError as exc:
@@ -455,10 +469,15 @@ class Library:
                 bar.set_postfix(chunks=report.chunks + pending_chunks, refresh=False)
         if pending:
             self._embed_and_commit(folder, pending, report)
+        if cluster is not None:
+            self._commit_outcomes(folder, cluster.finish(), report)
 
     def _embed_and_commit(self, folder: str, pending: list[tuple], report: SyncReport) -> None:
         texts = [passage_text(c.text, c.heading) for _, _, chunks, _ in pending for c in chunks]
-        vectors = self.encoder.encode(texts, kind="document")
+        self._commit(folder, pending, self.encoder.encode(texts, kind="document"), report)
+
+    def _commit(self, folder: str, pending: list[tuple], vectors: "np.ndarray", report: SyncReport) -> None:
+        """The one commit path of a sync, local or on a cluster: each file in its own transaction."""
         offset = 0
         for item, sha, chunks, existed in pending:
             n = len(chunks)
@@ -469,6 +488,26 @@ class Library:
                 report.updated += 1
             else:
                 report.added += 1
+
+    # -- the embed step on a Ray cluster (the cluster extra) -----------------------------------
+    def _cluster(self, cluster: "str | RayCluster | None"):
+        """A RayIndexer session for a sync, or nothing: a local sync."""
+        if cluster is None:
+            return nullcontext()
+        from .cluster import RayIndexer
+
+        self.model_card  # resolves the model folder the workers load
+        return RayIndexer(cluster, self._model[1])
+
+    def _commit_outcomes(self, folder: str, outcomes: list, report: SyncReport) -> None:
+        """Commit files the cluster finished, through the same path as a local sync."""
+        for out in outcomes:
+            if out.reason is not None:  # a failure of the cluster's is stored without the file's
+                # stat, so that the next sync tries the file again (ingest's own reasons are kept)
+                item = replace(out.item, size=None, mtime_ns=None) if out.retry else out.item
+                self._fail(folder, item, out.reason, report)
+            else:
+                self._commit(folder, [(out.item, out.sha256, out.chunks, out.existed)], out.vectors, report)
 
     def _fail(self, folder: str, item, reason: str, report: SyncReport) -> None:
         self.catalog.put_error(folder, str(item.path), item.size, item.mtime_ns, reason)
