@@ -132,6 +132,7 @@ def index_group(model_key: str, model_ref: list, files: list[tuple[str, bytes | 
 
     prepared: list[list] = []
     texts: list[str] = []
+    encoder = _worker_encoder(model_key, model_ref)  # chunks are cut to its window, as in a local sync
     for path, data in files:
         if data is None:  # ship="path": the shared filesystem
             try:
@@ -142,14 +143,14 @@ def index_group(model_key: str, model_ref: list, files: list[tuple[str, bytes | 
                 continue
         sha = hashlib.sha256(data).hexdigest()
         try:
-            chunks = chunk_text(extract(Path(path), data))
+            chunks = chunk_text(extract(Path(path), data), **encoder.chunking())
         except ExtractError as exc:
             prepared.append([sha, None, None, str(exc)])
             continue
         prepared.append([sha, chunks, None, None])
         texts += [passage_text(c.text, c.heading) for c in chunks]
     if texts:
-        vectors = _worker_encoder(model_key, model_ref).encode(texts, kind="document")
+        vectors = encoder.encode(texts, kind="document")
         offset = 0
         for row in prepared:
             if row[1] is not None:
