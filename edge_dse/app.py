@@ -360,17 +360,29 @@ def _stop_on_signals() -> None:
 def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
           host: str = "127.0.0.1", port: int | None = None, open_browser: bool = False,
           allow_remote: bool = False, block: bool = True, model: str | os.PathLike | None = None,
-          threads: int | None = None, wait: float = 0.0):
-    """Build and launch the UI. Returns the Blocks (running in the background when block=False)."""
-    warning = check_host(host, allow_remote)
+          threads: int | None = None, wait: float = 0.0, trusted_hosts: Sequence[str] = ()):
+    """Build and launch the UI. Returns the Blocks (running in the background when block=False).
+
+    Only requests addressed to 127.0.0.1, localhost or [::1] are answered (see webguard); with
+    allow_remote, also those addressed to `host` and to the `trusted_hosts`."""
+    from starlette.middleware import Middleware
+
+    from .webguard import LocalOnly
+
+    warning = check_host(host, allow_remote, trusted_hosts)
     if warning:
         print(f"edge-dse: {warning}", file=sys.stderr)
+    names = [*trusted_hosts, *([host] if allow_remote and host not in ("0.0.0.0", "::") else [])]
+    if allow_remote and not names:
+        print("edge-dse: only requests to 127.0.0.1/localhost are answered: name the address others "
+              "type with --trusted-host NAME", file=sys.stderr)
     demo = build_app(library, teacher=teacher, model=model, threads=threads, wait=wait)
     # One run at a time per event (one search, one sync), but a search and a sync run together.
     demo.queue(default_concurrency_limit=1)
     css = {"css": CSS} if "css" in inspect.signature(demo.launch).parameters else {}
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser,
-                prevent_thread_lock=True, show_error=False, quiet=True, **css)
+                prevent_thread_lock=True, show_error=False, quiet=True,
+                app_kwargs={"middleware": [Middleware(LocalOnly, hosts=names)]}, **css)
     svc = demo.edse_service
     print(f"edge-dse: UI at {demo.local_url} (library {svc.path}; Ctrl+C stops it)", file=sys.stderr, flush=True)
     if block:

@@ -83,9 +83,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_host(host: str, allow_remote: bool) -> str:
+def check_host(host: str, allow_remote: bool, trusted_hosts: Sequence[str] = ()) -> str:
     """"" for a loopback host; a warning to print for another one the user allowed; raises for
-    another one not allowed (the page has no login: anyone reaching it reads the indexed files)."""
+    another one not allowed (the page has no login: anyone reaching it reads the indexed files),
+    and for names other machines would use (`trusted_hosts`) without allow_remote."""
+    if trusted_hosts and not allow_remote:
+        raise EdgeDSEError(f"--trusted-host {trusted_hosts[0]} lets other machines reach the page: "
+                           "add --allow-remote if you mean it")
     if is_loopback(host):
         return ""
     if not allow_remote:

@@ -154,14 +154,14 @@ def cmd_embed(args) -> int:
 def cmd_ui(args) -> int:
     from .app_service import check_host
 
-    check_host(args.host, args.allow_remote)  # refuse before loading gradio
+    check_host(args.host, args.allow_remote, args.trusted_host)  # refuse before loading gradio
     try:
         from . import app
     except ImportError as exc:  # gradio missing: the ui extra is not installed
         raise EdgeDSEError(f"`edge-dse ui` needs the ui extra ({exc.name} is missing): pip install -e '.[ui]'") from exc
     app.serve(args.library_arg or args.library, teacher=args.teacher, model=args.model, host=args.host,
               port=args.port, open_browser=args.open, allow_remote=args.allow_remote, threads=args.threads,
-              wait=args.wait)
+              wait=args.wait, trusted_hosts=args.trusted_host)
     return 0
 
 
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a --host other machines can reach (there is no login: they could read your files)")
+    p.add_argument("--trusted-host", action="append", default=[], metavar="NAME",
+                   help="with --allow-remote: a name or address other machines reach the page by "
+                        "(requests addressed to any other name are refused; repeat for several)")
     p.add_argument("--teacher", default=None, help="teacher folder for reranking (default: the shipped teacher)")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.set_defaults(func=cmd_ui)
