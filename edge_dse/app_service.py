@@ -258,19 +258,31 @@ class Service:
 
         Only a file of this library inside one of its folders is read: the page (or a crafted
         API call) could otherwise make it read any file the user can."""
+        from .ingest.discover import Refused, read_inside
         from .ingest.extract import extract
 
         with self._read_lock:
             lib = self.reader()
             folders = [Path(f).resolve() for f in lib.catalog.folders()]
             known = lib.catalog.file_state(str(path)) is not None
-        target = Path(path).resolve()  # follows "..", and symlinks out of the folder
-        if not known or not any(target.is_relative_to(f) for f in folders):
+            max_bytes = lib._discover_kwargs()["max_bytes"]
+        # A path the library does not hold (a NUL in it included) is refused before it is looked at.
+        target = Path(path).resolve() if known else None  # follows "..", and symlinks out of the folder
+        root = next((f for f in folders if target and target.is_relative_to(f)), None)
+        if root is None:
             raise EdgeDSEError(f"refused to open {path}: it is not a file in this library's folders "
                                "(open hits from the search results)")
-        if not target.is_file():
-            raise EdgeDSEError(f"{path} is gone since it was indexed: sync the library (Library tab)")
-        text = extract(target).text
+        try:
+            # Checked on the open file, and read only up to the indexer's size limit: a file
+            # swapped or grown since it was indexed is not read whole.
+            data = read_inside(target, str(root), max_bytes)
+        except FileNotFoundError:
+            raise EdgeDSEError(f"{path} is gone since it was indexed: sync the library (Library tab)") from None
+        except Refused as exc:
+            raise EdgeDSEError(f"refused to open {path}: {exc}") from None
+        except OSError as exc:
+            raise EdgeDSEError(f"cannot read {path}: {exc.strerror or exc}") from None
+        text = extract(target, data).text
         start, end = max(0, int(start)), min(len(text), int(end))
         if start >= end:
             raise EdgeDSEError(f"{path} changed since it was indexed: sync the library (Library tab)")

@@ -376,7 +376,7 @@ class Library:
                 seen.add(path)
                 report.seen += 1
                 if not isinstance(item, FoundFile):
-                    self.catalog.put_error(folder, path, None, None, item.reason)
+                    self.catalog.put_error(folder, path, None, None, item.reason, drop_chunks=item.policy)
                     report.failed += 1
                     report.errors.append((path, item.reason))
                     continue
@@ -397,14 +397,21 @@ class Library:
     def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport) -> None:
         """Read, hash, extract, chunk and embed files; commit each file on its own."""
         from .ingest import ExtractError, chunk_text, extract
+        from .ingest.discover import Refused, read_inside
 
         pending: list[tuple] = []  # (file, sha256, chunks) waiting for embedding
         pending_chunks = 0
+        real_root = os.path.realpath(folder)
+        max_bytes = self._discover_kwargs()["max_bytes"]
         bar = self._progress(todo, desc="indexing", unit=" files")
         for item in bar:
             path = str(item.path)
             try:
-                data = item.path.read_bytes()
+                # Checked again as it is opened: the file may have been swapped since the scan.
+                data = read_inside(item.path, real_root, max_bytes)
+            except Refused as exc:
+                self._fail(folder, item, str(exc), report, drop_chunks=True)
+                continue
             except FileNotFoundError:
                 # Vanished between discovery and reading: it is simply gone.
                 if path in known:
@@ -455,8 +462,8 @@ class Library:
             else:
                 report.added += 1
 
-    def _fail(self, folder: str, item, reason: str, report: SyncReport) -> None:
-        self.catalog.put_error(folder, str(item.path), item.size, item.mtime_ns, reason)
+    def _fail(self, folder: str, item, reason: str, report: SyncReport, *, drop_chunks: bool = False) -> None:
+        self.catalog.put_error(folder, str(item.path), item.size, item.mtime_ns, reason, drop_chunks=drop_chunks)
         report.failed += 1
         report.errors.append((str(item.path), reason))
 

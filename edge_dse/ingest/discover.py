@@ -41,6 +41,74 @@ class FoundFile:
 class SkippedFile:
     path: Path
     reason: str
+    # Refused by rule (outside the folder, too large, not a regular file), not by a passing
+    # problem: whatever was indexed of it before goes too.
+    policy: bool = False
+
+
+class Refused(Exception):
+    """A file refused by rule when it is opened; str(error) is the reason recorded for it."""
+
+
+def inside(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _fd_path(fd: int, opened: str) -> str:
+    """The real path of an open file: the kernel's name for it where it tells (Linux, macOS),
+    else the resolved name it was opened by, if that still names the same file."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+    try:
+        import fcntl
+
+        return os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).rstrip(b"\0"))
+    except (AttributeError, OSError, ImportError):
+        pass
+    st, real = os.fstat(fd), os.path.realpath(opened)
+    same = os.stat(real)
+    return real if (st.st_dev, st.st_ino) == (same.st_dev, same.st_ino) else ""
+
+
+def read_inside(path: Path, real_root: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The bytes of a file found by discover(), checked again on the open file itself: the
+    path may have been swapped since the scan (for a symlink to a secret, a FIFO that would
+    block the open forever, a huge file). Raises Refused(reason) for a file the rules refuse,
+    FileNotFoundError for one gone, OSError for one unreadable.
+
+    The last component is opened without following a symlink (a symlink inside the folder is
+    resolved first, and its target checked), without blocking (a FIFO opens at once), and the
+    open descriptor is checked: a regular file, within the size limit, really inside the folder."""
+    target = os.path.realpath(path)
+    if not inside(target, real_root):
+        raise Refused("symlink points outside the folder")
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # became a symlink after it was resolved
+            raise Refused("symlink swapped in while syncing") from exc
+        if exc.errno == errno.ENXIO:  # a socket
+            raise Refused("not a regular file (pipe, socket or device)") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("not a regular file (pipe, socket or device)")
+        if st.st_size > max_bytes:
+            raise Refused(f"too large: {_mb(st.st_size)} > {_mb(max_bytes)} limit (max_bytes)")
+        if not inside(_fd_path(fd, target), real_root):
+            raise Refused("symlink points outside the folder")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:  # grew while being read
+            raise Refused(f"too large: over the {_mb(max_bytes)} limit (max_bytes)")
+        return data
+    finally:
+        os.close(fd)
 
 
 def is_supported(path: Path) -> bool:
@@ -114,19 +182,20 @@ def discover(root: Path, *, ignore_dirs=DEFAULT_IGNORE_DIRS, max_bytes: int = DE
                     try:
                         target = os.path.realpath(path, strict=True)
                     except OSError as exc:
-                        yield SkippedFile(path, "symlink loop" if exc.errno == errno.ELOOP else "dangling symlink")
+                        yield SkippedFile(path, "symlink loop" if exc.errno == errno.ELOOP else "dangling symlink",
+                                          policy=True)
                         continue
-                    if not (target == real_root or target.startswith(real_root + os.sep)):
-                        yield SkippedFile(path, "symlink points outside the folder")
+                    if not inside(target, real_root):
+                        yield SkippedFile(path, "symlink points outside the folder", policy=True)
                         continue
                 st = os.stat(path)  # follows a (checked) symlink
             except OSError as exc:
                 yield SkippedFile(path, f"cannot stat: {exc.strerror or exc}")
                 continue
             if not stat.S_ISREG(st.st_mode):
-                yield SkippedFile(path, "not a regular file (pipe, socket or device)")
+                yield SkippedFile(path, "not a regular file (pipe, socket or device)", policy=True)
             elif st.st_size > max_bytes:
-                yield SkippedFile(path, f"too large: {_mb(st.st_size)} > {_mb(max_bytes)} limit (max_bytes)")
+                yield SkippedFile(path, f"too large: {_mb(st.st_size)} > {_mb(max_bytes)} limit (max_bytes)", policy=True)
             else:
                 yield FoundFile(path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subdirs))

@@ -442,11 +442,17 @@ class Catalog:
             self._bump_generation()
         return ids
 
-    def put_error(self, folder: str, path: str, size: int | None, mtime_ns: int | None, reason: str) -> None:
+    def put_error(self, folder: str, path: str, size: int | None, mtime_ns: int | None, reason: str, *,
+                  drop_chunks: bool = False) -> None:
         """Record that a file failed, with its reason. Its previously indexed chunks stay
-        (a transient failure must not lose them); size/mtime given as None keep the old ones."""
+        (a transient failure must not lose them) unless drop_chunks (a file now refused by rule:
+        a symlink out of the folder, too large, not a regular file); size/mtime given as None keep
+        the old ones."""
         path, folder = str(path), str(folder)
         with self.transaction():
+            if drop_chunks and self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,)).rowcount:
+                self._conn.execute("UPDATE files SET sha256 = NULL, n_chunks = 0 WHERE path = ?", (path,))
+                self._bump_generation()
             self._conn.execute("INSERT OR IGNORE INTO folders (path, added_ns) VALUES (?, 0)", (folder,))
             self._conn.execute(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 'error', ?, 0) "
