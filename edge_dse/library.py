@@ -171,6 +171,8 @@ class Library:
         wait: seconds to wait for another writer to finish before giving up (writes only).
         progress: show progress bars on long work.
         ignore_dirs, max_bytes, include_hidden: what discovery skips (see ingest.discover).
+        extract_seconds, extract_memory: the budget of one PDF or DOCX (see ingest.budget): a
+            file over it is recorded as failed, with the budget it broke.
     """
 
     def __init__(
@@ -186,6 +188,8 @@ class Library:
         max_bytes: int | None = None,
         include_hidden: bool = False,
         allow_model_change: bool = False,
+        extract_seconds: float | None = None,
+        extract_memory: int | None = None,
     ) -> None:
         from .store import Catalog, WriterLock
 
@@ -197,6 +201,8 @@ class Library:
         self.ignore_dirs = frozenset(ignore_dirs) if ignore_dirs is not None else None
         self.max_bytes = max_bytes
         self.include_hidden = include_hidden
+        self.extract_seconds = extract_seconds
+        self.extract_memory = extract_memory
         if readonly and not (self.path / "catalog.db").is_file():
             raise EdgeDSEError(f"no library at {self.path}: create one with `edge-dse index FOLDER`")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -396,7 +402,15 @@ class Library:
 
     def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport) -> None:
         """Read, hash, extract, chunk and embed files; commit each file on its own."""
-        from .ingest import ExtractError, chunk_text, extract
+        from .ingest.budget import BudgetedExtractor
+
+        budget = {k: v for k, v in (("seconds", self.extract_seconds), ("memory_bytes", self.extract_memory))
+                  if v is not None}
+        with BudgetedExtractor(**budget) as extract:
+            self._index_with(extract, folder, todo, known, report)
+
+    def _index_with(self, extract, folder: str, todo: list, known: dict, report: SyncReport) -> None:
+        from .ingest import ExtractError, chunk_text
         from .ingest.discover import Refused, read_inside
 
         pending: list[tuple] = []  # (file, sha256, chunks) waiting for embedding
@@ -438,6 +452,12 @@ class Library:
             except ExtractError as exc:
                 self._fail(folder, item, str(exc), report)
                 continue
+            del data
+            if len(chunks) > EMBED_GROUP_CHUNKS:  # a large file: committed a group at a time
+                self._embed_and_commit(folder, pending, report)
+                pending, pending_chunks = [], 0
+                self._embed_large(folder, item, sha, chunks, row, report)
+                continue
             pending.append((item, sha, chunks, row is not None))
             pending_chunks += len(chunks)
             if pending_chunks >= EMBED_GROUP_CHUNKS:
@@ -448,7 +468,26 @@ class Library:
         if pending:
             self._embed_and_commit(folder, pending, report)
 
+    def _embed_large(self, folder: str, item, sha: str, chunks: list, row, report: SyncReport) -> None:
+        """Embed and commit a large file's chunks EMBED_GROUP_CHUNKS at a time, so that a stop
+        mid-way keeps what was done: the next sync goes on from the first chunk not committed
+        (the file's row says how far it got, for this content; chunking is deterministic)."""
+        path = str(item.path)
+        done = row.n_chunks if row is not None and row.sha256 == self.catalog.partial_tag(sha) else 0
+        for at in range(done, len(chunks), EMBED_GROUP_CHUNKS):
+            group = chunks[at : at + EMBED_GROUP_CHUNKS]
+            vectors = self.encoder.encode([passage_text(c.text, c.heading) for c in group], kind="document")
+            self.catalog.put_partial(folder, path, sha, group, vectors, total=len(chunks), first=at == 0)
+            report.chunks += len(group)
+        self.catalog.finish_partial(path, item.size, item.mtime_ns, sha)
+        if row is not None:
+            report.updated += 1
+        else:
+            report.added += 1
+
     def _embed_and_commit(self, folder: str, pending: list[tuple], report: SyncReport) -> None:
+        if not pending:
+            return
         texts = [passage_text(c.text, c.heading) for _, _, chunks, _ in pending for c in chunks]
         vectors = self.encoder.encode(texts, kind="document")
         offset = 0

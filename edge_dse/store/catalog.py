@@ -410,37 +410,73 @@ class Catalog:
         chunks: objects with .start .end .text .heading; vectors: float32, one row per chunk.
         The folder row is created if missing. Bumps the generation.
         """
+        path, folder = str(path), str(folder)
+        with self.transaction():
+            self._upsert_file(folder, path, size, mtime_ns, sha256, "ok", None, len(chunks))
+            ids = self._insert_chunks(path, chunks, vectors)
+        return ids
+
+    def _upsert_file(self, folder: str, path: str, size: int | None, mtime_ns: int | None, sha256: str,
+                     status: str, error: str | None, n_chunks: int) -> None:
+        """A file's row, its chunks deleted (inside a transaction)."""
+        self._conn.execute("INSERT OR IGNORE INTO folders (path, added_ns) VALUES (?, 0)", (folder,))
+        self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
+        self._conn.execute(
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET folder = excluded.folder, size = excluded.size, "
+            "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, status = excluded.status, "
+            "error = excluded.error, n_chunks = excluded.n_chunks",
+            (path, folder, size, mtime_ns, sha256, status, error, n_chunks),
+        )
+
+    def _insert_chunks(self, path: str, chunks: Sequence[Any], vectors: np.ndarray) -> list[int]:
+        """Add chunks to a file (inside a transaction); bumps the generation."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(chunks):
             if vectors.ndim != 2 or vectors.shape[0] != len(chunks):
                 raise ValueError(f"put_file({path!r}): {len(chunks)} chunks but vectors of shape {vectors.shape}")
+            row = self._conn.execute("SELECT length(vector) FROM chunks WHERE path != ? LIMIT 1", (path,)).fetchone()
+            if row and row[0] != vectors.shape[1] * 4:
+                raise ModelMismatchError(
+                    f"vectors of dim {vectors.shape[1]} for {path}, but the catalog holds dim "
+                    f"{row[0] // 4}: re-index the library with one model (`edge-dse index`)"
+                )
+        ids = []
+        for chunk, vector in zip(chunks, vectors):
+            cur = self._conn.execute(
+                'INSERT INTO chunks (path, "start", "end", heading, text, vector) VALUES (?, ?, ?, ?, ?, ?)',
+                (path, int(chunk.start), int(chunk.end), getattr(chunk, "heading", "") or "", chunk.text, vector.tobytes()),
+            )
+            ids.append(cur.lastrowid)
+        self._bump_generation()
+        return ids
+
+    # A large file is committed in groups of chunks (Library._embed_large). Until its last group,
+    # its row holds this tag instead of its hash (so no copy reuses its chunks as complete), no
+    # size (so the next sync reads it again and goes on), and says how far it got.
+    @staticmethod
+    def partial_tag(sha256: str) -> str:
+        return f"partial:{sha256}"
+
+    def put_partial(self, folder: str, path: str, sha256: str, chunks: Sequence[Any], vectors: np.ndarray, *,
+                    total: int, first: bool) -> None:
+        """Commit one group of a large file's chunks (the first group replaces its old ones)."""
         path, folder = str(path), str(folder)
         with self.transaction():
-            if len(chunks):
-                row = self._conn.execute("SELECT length(vector) FROM chunks WHERE path != ? LIMIT 1", (path,)).fetchone()
-                if row and row[0] != vectors.shape[1] * 4:
-                    raise ModelMismatchError(
-                        f"vectors of dim {vectors.shape[1]} for {path}, but the catalog holds dim "
-                        f"{row[0] // 4}: re-index the library with one model (`edge-dse index`)"
-                    )
-            self._conn.execute("INSERT OR IGNORE INTO folders (path, added_ns) VALUES (?, 0)", (folder,))
-            self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
+            if first:
+                self._upsert_file(folder, path, None, None, self.partial_tag(sha256), "error", None, 0)
+            self._insert_chunks(path, chunks, vectors)
             self._conn.execute(
-                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'ok', NULL, ?) "
-                "ON CONFLICT(path) DO UPDATE SET folder = excluded.folder, size = excluded.size, "
-                "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, status = 'ok', error = NULL, "
-                "n_chunks = excluded.n_chunks",
-                (path, folder, size, mtime_ns, sha256, len(chunks)),
+                "UPDATE files SET n_chunks = n_chunks + ?, error = 'partly indexed: ' || (n_chunks + ?) || ' of ' || ? "
+                "|| ' chunks (stopped mid-way: the next sync goes on)' WHERE path = ?",
+                (len(chunks), len(chunks), total, path),
             )
-            ids = []
-            for chunk, vector in zip(chunks, vectors):
-                cur = self._conn.execute(
-                    'INSERT INTO chunks (path, "start", "end", heading, text, vector) VALUES (?, ?, ?, ?, ?, ?)',
-                    (path, int(chunk.start), int(chunk.end), getattr(chunk, "heading", "") or "", chunk.text, vector.tobytes()),
-                )
-                ids.append(cur.lastrowid)
-            self._bump_generation()
-        return ids
+
+    def finish_partial(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        """A large file's last group is in: it is a complete, ok file."""
+        with self.transaction():
+            self._conn.execute("UPDATE files SET size = ?, mtime_ns = ?, sha256 = ?, status = 'ok', error = NULL "
+                               "WHERE path = ?", (size, mtime_ns, sha256, str(path)))
 
     def put_error(self, folder: str, path: str, size: int | None, mtime_ns: int | None, reason: str, *,
                   drop_chunks: bool = False) -> None:
