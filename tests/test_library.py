@@ -227,20 +227,26 @@ def test_a_sync_killed_half_way_loses_nothing_and_resumes(tmp_path, encoder):
     assert paths_of(lib.search("Note 59.3", k=60, mode="keyword"))[0] == "note-059.md"
 
 
+# Holds the writer lock until told to let go (a line on stdin): an event, not a clock, so a
+# slow start of the other processes on a busy machine cannot outlast it.
 HOLD_LOCK = """
-import sys, time
+import sys
 from edge_dse.store import WriterLock
 lock = WriterLock(__import__('pathlib').Path(sys.argv[1]) / 'write.lock')
 lock.acquire()
 print('locked', flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()
+lock.release()
 """
 
 
 def test_a_second_writer_gets_a_clear_error_or_waits(tmp_path, corpus, encoder):
+    import threading
+
     lib_dir = tmp_path / "lib"
     Library(lib_dir, model=encoder, progress=False).close()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lib_dir), "3"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lib_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     lib = Library(lib_dir, model=encoder, progress=False)
     with pytest.raises(LibraryLockedError, match=f"pid {holder.pid}.*--wait"):
@@ -249,9 +255,13 @@ def test_a_second_writer_gets_a_clear_error_or_waits(tmp_path, corpus, encoder):
     assert cli.returncode == 1 and "Traceback" not in cli.stderr and "another process" in cli.stderr
     # A reader is never blocked by the writer.
     assert Library(lib_dir, model=encoder, progress=False, readonly=True).search("anything") == []
-    waiting = Library(lib_dir, model=encoder, progress=False, wait=30)
-    assert waiting.add(corpus).added == len(TYPE_OF_TOPIC) + 1  # waited for the holder to exit
-    holder.wait(timeout=30)
+    waiting = Library(lib_dir, model=encoder, progress=False, wait=600)
+    added: list[int] = []
+    writer = threading.Thread(target=lambda: added.append(waiting.add(corpus).added))
+    writer.start()
+    holder.communicate("let go\n", timeout=60)  # the waiting writer gets the lock once it is let go
+    writer.join()
+    assert added == [len(TYPE_OF_TOPIC) + 1]
 
 
 def test_opening_with_another_model_is_a_clear_error_naming_reindex(tmp_path, corpus, encoder):
