@@ -224,6 +224,10 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
                     "", gr.update(choices=[], value=None))
         summary = (f"library `{info['library']}`: {info['folders']} folders, {info['files']} files, "
                    f"{info['chunks']} chunks, {info['errors']} failed files; model `{info['model']['model_id']}`")
+        if info["skipped"]:
+            from .library import skipped_text
+
+            summary += f"  \n{skipped_text(info['skipped'], most=12)}"
         folders = table_html("Folders", ["folder", "files"], list(info["folders_detail"].items()))
         failed = table_html("Failed files", ["file", "why it failed"], info["errors_detail"], empty="none")
         return summary, folders, failed, gr.update(choices=list(info["folders_detail"]), value=None)

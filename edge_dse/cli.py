@@ -101,6 +101,10 @@ def cmd_status(args) -> int:
     print(f"contents: {info['folders']} folders, {info['files']} files, {info['chunks']} chunks, {info['errors']} failed files")
     fresh = "up to date" if info["index_generation"] == info["generation"] else "stale: rebuilt on next write or search"
     print(f"index:    catalog generation {info['generation']}, HNSW cache {fresh}")
+    if info["skipped"]:
+        from .library import skipped_text
+
+        print(f"skipped:  {skipped_text(info['skipped'], most=12)}")
     for folder, n in info["folders_detail"].items():
         print(f"  folder  {folder}  ({n} files)")
     for path, reason in info["errors_detail"]:

@@ -98,13 +98,22 @@ class SyncReport:
     chunks: int = 0  # chunks embedded in this sync
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # files of other types, not indexed, by kind
 
     def summary(self) -> str:
         return (
             f"{self.seen} files seen: {self.added} added, {self.updated} updated, {self.reused} moved/copied, "
             f"{self.unchanged} unchanged, {self.removed} removed, {self.failed} failed; "
-            f"{self.chunks} chunks embedded in {self.seconds:.1f} s"
+            f"{self.chunks} chunks embedded in {self.seconds:.1f} s" + (f"; {skipped_text(self.skipped)}" if self.skipped else "")
         )
+
+
+def skipped_text(skipped: dict[str, int], most: int = 6) -> str:
+    """'12 files of other types not indexed: .png 9, .zip 2, no suffix (not text) 1'."""
+    kinds = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{kind} {n}" for kind, n in kinds[:most])
+    more = f", {len(kinds) - most} more kinds" if len(kinds) > most else ""
+    return f"{sum(skipped.values())} files of other types not indexed: {shown}{more}"
 
 
 def _sqlite_code(exc: BaseException) -> int:
@@ -364,6 +373,7 @@ class Library:
 
     def _sync(self, folders: list[str]) -> SyncReport:
         from .ingest import FoundFile, discover
+        from .ingest.discover import OtherType
 
         report = SyncReport(folders=list(folders))
         started = time.perf_counter()
@@ -377,7 +387,11 @@ class Library:
             found = list(self._progress(discover(Path(folder), **self._discover_kwargs()), desc=f"scanning {folder}", unit=" files"))
             todo = []
             seen: set[str] = set()
+            skipped: dict[str, int] = {}
             for item in found:
+                if isinstance(item, OtherType):
+                    skipped[item.kind] = skipped.get(item.kind, 0) + 1
+                    continue
                 path = str(item.path)
                 seen.add(path)
                 report.seen += 1
@@ -391,6 +405,9 @@ class Library:
                     report.unchanged += 1  # including files that failed before and did not change
                     continue
                 todo.append(item)
+            for kind, n in skipped.items():
+                report.skipped[kind] = report.skipped.get(kind, 0) + n
+            self.catalog.set_meta(self.catalog.skipped_key(folder), json.dumps(skipped))
             self._index_files(folder, todo, known, report)
             for path in sorted(set(known) - seen):
                 self.catalog.remove_file(path)
@@ -663,6 +680,7 @@ class Library:
             "generation": self.catalog.generation,
             "index_generation": index_generation,
             "errors_detail": self.catalog.errors(),
+            "skipped": self.catalog.skipped(),  # files of other types, not indexed, by kind
             "bytes_on_disk": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
         }
 

@@ -349,3 +349,34 @@ def test_a_library_keeps_its_shipped_model_when_the_default_changes(tmp_path, mo
         assert lib.model_card["id"] == "test/student" and lib.status()["model"]["model_id"] == "test/student"
     with Library(tmp_path / "new", progress=False) as lib:
         assert lib.model_card["id"] == "test/student"
+
+
+def test_gzip_text_and_suffixless_text_are_indexed_and_other_types_counted(library, tmp_path):
+    """As under /usr/share/doc: README.gz, changelog.Debian.gz, a `copyright` with no suffix are
+    text and found; images, archives and binaries are not indexed, and said so, by kind."""
+    import gzip
+
+    folder = tmp_path / "doc"
+    folder.mkdir()
+    (folder / "README.gz").write_bytes(gzip.compress(b"Bash is the GNU Project's shell, the Bourne Again SHell.\n"))
+    (folder / "changelog.Debian.gz").write_bytes(gzip.compress(b"bash (5.2-1) unstable; urgency=medium\n  * New upstream release.\n"))
+    (folder / "copyright").write_text("Bash is released under the GNU General Public License, version 3 or later.\n")
+    (folder / "INSTALL").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)  # no suffix, binary
+    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "old.tar.gz").write_bytes(gzip.compress(b"not indexed"))
+    (folder / "bomb.txt.gz").write_bytes(gzip.compress(b"a" * (60 * 1024 * 1024)))  # 60 MB of text from 60 KB
+    (folder / "broken.md.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    report = library.add(folder)
+    assert report.skipped == {".png": 2, ".tar.gz": 1, "no suffix (not text)": 1}
+    assert report.summary().endswith("; 4 files of other types not indexed: .png 2, .tar.gz 1, no suffix (not text) 1")
+    assert dict((Path(p).name, why.split(" (")[0]) for p, why in report.errors) == {
+        "bomb.txt.gz": "too large once decompressed: over 50.0 MB", "broken.md.gz": "not a valid .gz file"}
+    assert paths_of(library.search("what license is bash released under", k=1)) == ["copyright"]
+    assert paths_of(library.search("Bourne Again SHell", mode="keyword")) == ["README.gz"]
+    assert paths_of(library.search("upstream urgency", mode="keyword")) == ["changelog.Debian.gz"]
+    assert library.status()["skipped"] == {".png": 2, ".tar.gz": 1, "no suffix (not text)": 1}
+    status = run_cli("-l", str(library.path), "--model", str(shipped_model_dir()), "status")
+    assert "skipped:  4 files of other types not indexed: .png 2, .tar.gz 1, no suffix (not text) 1" in status.stdout
+    library.remove(folder)
+    assert library.status()["skipped"] == {}

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from ..errors import ExtractError
+from .discover import content_name
 from .extract import Extracted, Heading, extract
 
 # Seconds one file may take to extract; a long but real PDF (hundreds of pages) takes seconds.
@@ -83,7 +84,7 @@ class BudgetedExtractor:
         self._worker = None  # (process, requests, answers), started at the first PDF or DOCX
 
     def __call__(self, path: Path, data: bytes) -> Extracted:
-        if Path(path).suffix.lower() not in ISOLATED_SUFFIXES:
+        if content_name(Path(path)).suffix.lower() not in ISOLATED_SUFFIXES:
             return extract(path, data)
         if os.name == "nt":  # no pipe Connection on a plain child's pipes there: extracted in-process
             return extract(path, data)

@@ -38,6 +38,15 @@ class FoundFile:
 
 
 @dataclass(frozen=True)
+class OtherType:
+    """A file not indexed for its type (an image, an archive, a binary with no suffix): not
+    an error, but counted, so a user is told what was left out."""
+
+    path: Path
+    kind: str  # ".png", ".tar.gz", "no suffix (not text)"
+
+
+@dataclass(frozen=True)
 class SkippedFile:
     path: Path
     reason: str
@@ -111,10 +120,64 @@ def read_inside(path: Path, real_root: str, max_bytes: int = DEFAULT_MAX_BYTES) 
         os.close(fd)
 
 
+def content_name(path: Path) -> Path:
+    """The name a file's content goes by: a gzip-compressed file's without its ".gz"."""
+    return path.with_suffix("") if path.suffix.lower() == ".gz" else path
+
+
+def _sniffable(path: Path) -> bool:
+    """A name that says nothing of its content, whose content is looked at: no suffix
+    (`copyright`, `INSTALL`), or a known name with a tag (`README.Debian`, `NEWS.old`)."""
+    return not path.suffix or path.name.lower().split(".")[0] in SUPPORTED_NAMES
+
+
 def is_supported(path: Path) -> bool:
-    name = path.name.lower()
-    suffix = path.suffix.lower()
-    return suffix in SUPPORTED_SUFFIXES or (not suffix and name in SUPPORTED_NAMES)
+    """Whether a name alone says the file is indexed (see kind_of for names that do not)."""
+    inner = content_name(path)
+    if inner.suffix.lower() == ".gz":  # one layer of gzip, no more
+        return False
+    return inner.suffix.lower() in SUPPORTED_SUFFIXES or (not inner.suffix and inner.name.lower() in SUPPORTED_NAMES)
+
+
+def skipped_kind(path: Path) -> str | None:
+    """None for a file whose name says it is indexed; "?" for one whose content decides
+    (sniff it); else the kind it is skipped as, for counting: its suffix (".png", ".tar.gz")."""
+    if is_supported(path):
+        return None
+    inner = content_name(path)
+    if _sniffable(inner):
+        return "?"
+    return "".join(s.lower() for s in path.suffixes[-2:]) if inner is not path else path.suffix.lower()
+
+
+def _sniff_text(path: Path) -> bool:
+    """Whether a file (once gunzipped) starts like text: its first 8 KB hold no NUL and few
+    control characters. Opened without blocking or following a link (see read_inside)."""
+    from .extract import looks_binary
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            if path.suffix.lower() == ".gz":
+                import gzip
+                import zlib
+
+                try:
+                    head = gzip.GzipFile(fileobj=fh).read(8192)
+                except (OSError, EOFError, zlib.error):
+                    return False
+            else:
+                head = fh.read(8192)
+    finally:
+        os.close(fd)
+    return bool(head.strip()) and not looks_binary(head)
 
 
 def _decodable(name: str) -> bool:
@@ -137,7 +200,9 @@ def _mb(n: int) -> str:
 
 def discover(root: Path, *, ignore_dirs=DEFAULT_IGNORE_DIRS, max_bytes: int = DEFAULT_MAX_BYTES,
              include_hidden: bool = False) -> Iterator[FoundFile | SkippedFile]:
-    """Yield the supported files under `root` in sorted order, and the ones that cannot be read.
+    """Yield the supported files under `root` in sorted order, the ones that cannot be read,
+    and those of other types (OtherType). A file whose name does not tell its type (no suffix)
+    is indexed when it starts like text.
 
     Directory symlinks are never followed (no loops, no escaping the folder); a file symlink is
     followed only when its target is inside `root`.
@@ -173,12 +238,16 @@ def discover(root: Path, *, ignore_dirs=DEFAULT_IGNORE_DIRS, max_bytes: int = DE
                         continue
                     subdirs.append(path)
                     continue
-                if not is_supported(path):
+                kind = skipped_kind(path)
+                if kind not in (None, "?"):
+                    yield OtherType(path, kind)
                     continue
                 if not _decodable(name):
                     yield SkippedFile(printable(path), "file name is not valid text (undecodable bytes)")
                     continue
                 if entry.is_symlink():
+                    if kind == "?" and not os.path.isfile(path):
+                        continue  # a link with no suffix to a folder (never followed) or to nothing: not a file
                     try:
                         target = os.path.realpath(path, strict=True)
                     except OSError as exc:
@@ -196,6 +265,8 @@ def discover(root: Path, *, ignore_dirs=DEFAULT_IGNORE_DIRS, max_bytes: int = DE
                 yield SkippedFile(path, "not a regular file (pipe, socket or device)", policy=True)
             elif st.st_size > max_bytes:
                 yield SkippedFile(path, f"too large: {_mb(st.st_size)} > {_mb(max_bytes)} limit (max_bytes)", policy=True)
+            elif kind == "?" and not _sniff_text(Path(os.path.realpath(path))):  # a symlink's target is checked above
+                yield OtherType(path, f"{content_name(path).suffix.lower() or 'no suffix'} (not text)")
             else:
                 yield FoundFile(path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subdirs))

@@ -21,6 +21,7 @@ so using them inside ours would break put_file's all-or-nothing promise.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -365,6 +366,19 @@ class Catalog:
             self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
     # -- folders --------------------------------------------------------------------------
+    @staticmethod
+    def skipped_key(folder: str) -> str:
+        """Meta key of a folder's files of other types, counted by kind at its last sync (JSON)."""
+        return f"skipped:{folder}"
+
+    def skipped(self) -> dict[str, int]:
+        """Files of other types (not indexed) in all folders, by kind, most first."""
+        total: dict[str, int] = {}
+        for folder in self.folders():
+            for kind, n in json.loads(self.get_meta(self.skipped_key(folder)) or "{}").items():
+                total[kind] = total.get(kind, 0) + n
+        return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def add_folder(self, path: str) -> None:
         import time
 
@@ -383,6 +397,7 @@ class Catalog:
             ).rowcount
             n_files = self._conn.execute("DELETE FROM files WHERE folder = ?", (str(path),)).rowcount
             self._conn.execute("DELETE FROM folders WHERE path = ?", (str(path),))
+            self._conn.execute("DELETE FROM meta WHERE key = ?", (self.skipped_key(path),))
             if n_chunks:
                 self._bump_generation()
         return n_files
