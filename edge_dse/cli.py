@@ -314,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-dse: interrupted (everything committed so far is kept)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`edge-dse status | head -1`): stop quietly, as other tools do.
+        # Python would complain again flushing stdout at exit: point it at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a tool stopped by it
 
 
 if __name__ == "__main__":

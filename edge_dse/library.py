@@ -214,7 +214,11 @@ class Library:
         self.extract_memory = extract_memory
         if readonly and not (self.path / "catalog.db").is_file():
             raise EdgeDSEError(f"no library at {self.path}: create one with `edge-dse index FOLDER`")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except PermissionError as exc:
+            raise EdgeDSEError(f"cannot create the library at {self.path}: permission denied on {exc.filename}: "
+                               "pick a folder you can write with --library DIR (or $EDGE_DSE_HOME)") from None
         self.catalog: Catalog = Catalog(self.path / "catalog.db", readonly=readonly)
         self._lock = WriterLock(self.path / "write.lock")
         if model is None and not allow_model_change:  # reindex moves a library to the default
