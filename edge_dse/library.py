@@ -360,6 +360,7 @@ class Library:
                 raise EdgeDSEError(f"{path} is not in this library (see `edge-dse status` for its folders)")
             removed = self.catalog.remove_folder(path)
             self._refresh_index()
+            self.catalog.optimize_keywords()
             self.catalog.reclaim_space()
             return removed
 

@@ -654,11 +654,20 @@ class Catalog:
             free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
         return free / pages if pages else 0.0
 
+    def optimize_keywords(self) -> None:
+        """Merge the FTS5 index into one segment. Deleting a chunk only adds a "delete" entry to
+        the keyword index: its old entries stay on disk until the segments are merged (a removed
+        folder's text kept megabytes for 3 live chunks). Costs a rewrite of the keyword index:
+        done after a folder is removed, and before a VACUUM, not after every sync."""
+        with self.transaction():
+            self._conn.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('optimize')")
+
     def reclaim_space(self, threshold: float = RECLAIM_FRACTION) -> bool:
         """VACUUM when more than `threshold` of the file is free pages; returns whether it did.
         The caller holds the writer lock; WAL readers keep reading through it."""
         if self.readonly or self._depth or self.free_fraction() <= threshold:
             return False
+        self.optimize_keywords()  # its dead entries become free pages too, for the VACUUM to drop
         with self._lock:
             self._conn.execute("VACUUM")
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
