@@ -44,6 +44,8 @@ from .modes import DEFAULT_MODE, MODES
 RRF_K = 60
 # Chunks embedded together: large enough to keep batches full across many small files.
 EMBED_GROUP_CHUNKS = 256
+# Meta key that marks a reindex under way: the id of the model it re-embeds with.
+REINDEX_KEY = "reindex_to"
 # A query longer than this is cut before encoding/keyword search: the encoder truncates at its
 # max length anyway, and tokenising megabytes of text would only waste time.
 MAX_QUERY_CHARS = 20_000
@@ -366,15 +368,23 @@ class Library:
 
     @_user_errors
     def reindex(self) -> SyncReport:
-        """Re-embed every folder with this library's current model (after a model change)."""
+        """Re-embed every folder with this library's current model (after a model change).
+
+        The catalog notes a reindex under way (and to which model) until it ends: a reindex
+        stopped mid-way and run again goes on where it stopped, like a sync, instead of
+        dropping what the first run embedded."""
         with self._writing():
             folders = self.catalog.folders()
-            with self.catalog.transaction():
-                for folder in folders:
-                    self.catalog.remove_folder(folder)
-                    self.catalog.add_folder(folder)
-                self._record_model()
-            return self._sync(folders)
+            if self.catalog.get_meta(REINDEX_KEY) != self.model_card["id"]:
+                with self.catalog.transaction():
+                    for folder in folders:
+                        self.catalog.remove_folder(folder)
+                        self.catalog.add_folder(folder)
+                    self._record_model()
+                    self.catalog.set_meta(REINDEX_KEY, self.model_card["id"])
+            report = self._sync(folders)
+            self.catalog.delete_meta(REINDEX_KEY)
+            return report
 
     def _sync(self, folders: list[str]) -> SyncReport:
         from .ingest import FoundFile, discover

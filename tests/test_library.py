@@ -416,3 +416,38 @@ def test_removing_a_folder_leaves_no_keyword_index_behind(library, tmp_path, cor
     assert keyword_index_bytes() < before / 100
     assert (tmp_path / "lib" / "catalog.db").stat().st_size < 2 * 1024 * 1024
     assert paths_of(library.search("sourdough", mode="keyword")) == ["bread.md"]
+
+
+def test_a_reindex_killed_half_way_goes_on_where_it_stopped(tmp_path, encoder):
+    folder, lib_dir = tmp_path / "many", tmp_path / "lib"
+    make_many_files(folder, 60)
+    Library(lib_dir, model=encoder, progress=False).add(folder)
+    proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "-q", "-l", str(lib_dir), "--model",
+                             str(shipped_model_dir()), "reindex"], stderr=subprocess.PIPE)
+
+    def reindexed() -> int:
+        """Files committed by the reindex (0 until it has dropped the old ones)."""
+        try:
+            con = sqlite3.connect(f"file:{lib_dir / 'catalog.db'}?mode=ro", uri=True, timeout=5)
+            try:
+                under_way = con.execute("select 1 from meta where key = 'reindex_to'").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+        return count_ok_files(lib_dir / "catalog.db") if under_way else 0
+
+    deadline = time.time() + 240  # a safety net: the wait is for the first group's commit
+    while reindexed() < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = reindexed()
+    assert 10 <= committed < 60, f"kill came too late or too early ({committed} files committed)"
+    with Library(lib_dir, model=encoder, progress=False, allow_model_change=True) as lib:
+        report = lib.reindex()
+        assert report.added == 60 - committed and report.unchanged == committed, report.summary()
+        assert lib.catalog.get_meta("reindex_to") is None
+        assert lib.reindex().added == 60  # a new reindex re-embeds everything again
+    rows = chunk_rows(Library(lib_dir, model=encoder, progress=False))
+    assert len(rows) == len(set(rows)) and {Path(p).name for p, *_ in rows} == {f"note-{i:03d}.md" for i in range(60)}

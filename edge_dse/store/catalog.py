@@ -365,6 +365,10 @@ class Catalog:
         with self.transaction():
             self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction():
+            self._conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- folders --------------------------------------------------------------------------
     @staticmethod
     def skipped_key(folder: str) -> str:
