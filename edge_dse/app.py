@@ -35,6 +35,8 @@ from .modes import DEFAULT_MODE, MODES
 SHUTDOWN_SECONDS = 5
 
 SNIPPET_CHARS = 240
+# Failed files the Library tab lists by name (the others are counted by kind).
+FAILED_ROWS = 200
 
 CSS = """
 .edse-hit { border: 1px solid #ddd; border-radius: 6px; padding: 6px 8px; margin-bottom: 6px; }
@@ -216,7 +218,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
     # -- library ----------------------------------------------------------------------------
     def library_views():
         try:
-            info = svc.status()
+            info = svc.status(errors_limit=FAILED_ROWS)
         except EdgeDSEError as exc:
             return f"⚠️ {exc}", "", "", gr.update(choices=[], value=None)
         if info is None:
@@ -229,7 +231,12 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
 
             summary += f"  \n{skipped_text(info['skipped'], most=12)}"
         folders = table_html("Folders", ["folder", "files"], list(info["folders_detail"].items()))
-        failed = table_html("Failed files", ["file", "why it failed"], info["errors_detail"], empty="none")
+        title = "Failed files"
+        if info["errors"] > len(info["errors_detail"]):  # a page that stays light with 100,000 of them
+            kinds = ", ".join(f"{kind} {n}" for kind, n in info["errors_by_kind"].items())
+            title += (f" (the first {len(info['errors_detail'])} of {info['errors']}: {kinds}; "
+                      "`edge-dse status --all` lists them all)")
+        failed = table_html(title, ["file", "why it failed"], info["errors_detail"], empty="none")
         return summary, folders, failed, gr.update(choices=list(info["folders_detail"]), value=None)
 
     def library_error(message):

@@ -247,11 +247,11 @@ class Service:
             info = None
         return read_cards(self.model, self.teacher, info["model"]["model_id"] if info else None)
 
-    def status(self) -> dict | None:
+    def status(self, errors_limit: int | None = None) -> dict | None:
         if not (self.path / "catalog.db").is_file():
             return None
         with self._read_lock:
-            return self.reader().status()
+            return self.reader().status(errors_limit)
 
     def open_chunk(self, path: str, start: int, end: int) -> tuple[str, str, str, int, int]:
         """(text before, the chunk, text after, chunk start, chunk end) of an indexed file.

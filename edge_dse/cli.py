@@ -89,6 +89,10 @@ def cmd_search(args) -> int:
     return 0
 
 
+# Failed files `status` lists by name (all with --all); all are counted by kind of reason.
+STATUS_FAILED_SHOWN = 20
+
+
 def cmd_status(args) -> int:
     with _library(args, readonly=True, allow_model_change=True) as lib:
         info = lib.status()
@@ -107,8 +111,14 @@ def cmd_status(args) -> int:
         print(f"skipped:  {skipped_text(info['skipped'], most=12)}")
     for folder, n in info["folders_detail"].items():
         print(f"  folder  {folder}  ({n} files)")
-    for path, reason in info["errors_detail"]:
+    if info["errors"]:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in info["errors_by_kind"].items())
+        print(f"failed:   {info['errors']} files: {kinds}")
+    shown = info["errors_detail"] if args.all else info["errors_detail"][:STATUS_FAILED_SHOWN]
+    for path, reason in shown:
         print(f"  failed  {path}: {reason}")
+    if len(shown) < info["errors"]:
+        print(f"  ... and {info['errors'] - len(shown)} more failed files (`edge-dse status --all` lists them)")
     return 0
 
 
@@ -254,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="folders, counts, model, failed files")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help=f"list every failed file (default: the first {STATUS_FAILED_SHOWN})")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("remove", help="remove a folder from the library")

@@ -44,6 +44,8 @@ from .modes import DEFAULT_MODE, MODES
 RRF_K = 60
 # Chunks embedded together: large enough to keep batches full across many small files.
 EMBED_GROUP_CHUNKS = 256
+# Failed files recorded in one transaction.
+FAILURES_PER_COMMIT = 1000
 # Meta key that marks a reindex under way: the id of the model it re-embeds with.
 REINDEX_KEY = "reindex_to"
 # A query longer than this is cut before encoding/keyword search: the encoder truncates at its
@@ -230,6 +232,7 @@ class Library:
         self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
         self._ann: AnnIndex | None = None
         self._rerankers: dict[str, "Reranker"] = {}
+        self._failures: list[tuple] = []  # failed files waiting to be recorded (_fail)
         if not allow_model_change:
             self._check_model()
 
@@ -391,6 +394,7 @@ class Library:
         from .ingest.discover import OtherType
 
         report = SyncReport(folders=list(folders))
+        self._failures = []  # none left from a sync that raised
         started = time.perf_counter()
         for folder in folders:
             known = self.catalog.files_in(folder)
@@ -411,9 +415,7 @@ class Library:
                 seen.add(path)
                 report.seen += 1
                 if not isinstance(item, FoundFile):
-                    self.catalog.put_error(folder, path, None, None, item.reason, drop_chunks=item.policy)
-                    report.failed += 1
-                    report.errors.append((path, item.reason))
+                    self._fail(folder, item, item.reason, report, drop_chunks=item.policy, stat=False)
                     continue
                 row = known.get(path)
                 if row is not None and row.size == item.size and row.mtime_ns == item.mtime_ns:
@@ -424,6 +426,7 @@ class Library:
                 report.skipped[kind] = report.skipped.get(kind, 0) + n
             self.catalog.set_meta(self.catalog.skipped_key(folder), json.dumps(skipped))
             self._index_files(folder, todo, known, report)
+            self._record_failures()
             for path in sorted(set(known) - seen):
                 self.catalog.remove_file(path)
                 report.removed += 1
@@ -533,10 +536,24 @@ class Library:
             else:
                 report.added += 1
 
-    def _fail(self, folder: str, item, reason: str, report: SyncReport, *, drop_chunks: bool = False) -> None:
-        self.catalog.put_error(folder, str(item.path), item.size, item.mtime_ns, reason, drop_chunks=drop_chunks)
+    def _fail(self, folder: str, item, reason: str, report: SyncReport, *, drop_chunks: bool = False,
+              stat: bool = True) -> None:
+        """Note a failed file; recorded with others in one transaction (_record_failures): one
+        commit each made a folder of 100,000 empty files take minutes. A failure lost to a crash
+        before it is recorded is only found again by the next sync."""
+        size, mtime_ns = (item.size, item.mtime_ns) if stat else (None, None)
+        self._failures.append((folder, str(item.path), size, mtime_ns, reason, drop_chunks))
         report.failed += 1
         report.errors.append((str(item.path), reason))
+        if len(self._failures) >= FAILURES_PER_COMMIT:
+            self._record_failures()
+
+    def _record_failures(self) -> None:
+        failures, self._failures = self._failures, []
+        if failures:
+            with self.catalog.transaction():
+                for folder, path, size, mtime_ns, reason, drop_chunks in failures:
+                    self.catalog.put_error(folder, path, size, mtime_ns, reason, drop_chunks=drop_chunks)
 
     def _progress(self, iterable, **kwargs):
         if not self.progress:
@@ -678,8 +695,9 @@ class Library:
 
     # -- reporting ----------------------------------------------------------------------------
     @_user_errors
-    def status(self) -> dict:
-        """Counts, folders, the model, failed files and the index state."""
+    def status(self, errors_limit: int | None = None) -> dict:
+        """Counts, folders, the model, failed files (the first `errors_limit` of them when given;
+        all counted by kind of reason) and the index state."""
         counts = self.catalog.counts()
         files_per_folder = {f: len(self.catalog.files_in(f)) for f in self.catalog.folders()}
         ann_meta = self.path / "ann.json"
@@ -694,7 +712,8 @@ class Library:
             "folders_detail": files_per_folder,
             "generation": self.catalog.generation,
             "index_generation": index_generation,
-            "errors_detail": self.catalog.errors(),
+            "errors_detail": self.catalog.errors(errors_limit),
+            "errors_by_kind": self.catalog.error_kinds(),
             "skipped": self.catalog.skipped(),  # files of other types, not indexed, by kind
             "bytes_on_disk": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
         }

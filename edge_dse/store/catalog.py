@@ -646,9 +646,22 @@ class Catalog:
                 "errors": one("SELECT count(*) FROM files WHERE status = 'error'"),
             }
 
-    def errors(self) -> list[tuple[str, str]]:
+    def errors(self, limit: int | None = None) -> list[tuple[str, str]]:
+        """(path, reason) of failed files, by path; the first `limit` of them when given."""
         with self._lock:
-            return [(p, e or "") for p, e in self._conn.execute("SELECT path, error FROM files WHERE status = 'error' ORDER BY path")]
+            return [(p, e or "") for p, e in self._conn.execute(
+                "SELECT path, error FROM files WHERE status = 'error' ORDER BY path LIMIT ?",
+                (-1 if limit is None else int(limit),))]
+
+    def error_kinds(self) -> dict[str, int]:
+        """Failed files counted by the kind of their reason ("empty", "too large", ...: the
+        reason up to its first ":" or " ("), most first."""
+        kinds: dict[str, int] = {}
+        with self._lock:
+            for (reason,) in self._conn.execute("SELECT error FROM files WHERE status = 'error'"):
+                kind = re.split(r":| \(", reason or "unknown", maxsplit=1)[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+        return dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def free_fraction(self) -> float:
         """The share of the file's pages that deletions left empty (SQLite reuses them, but
