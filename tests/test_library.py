@@ -451,3 +451,36 @@ def test_a_reindex_killed_half_way_goes_on_where_it_stopped(tmp_path, encoder):
         assert lib.reindex().added == 60  # a new reindex re-embeds everything again
     rows = chunk_rows(Library(lib_dir, model=encoder, progress=False))
     assert len(rows) == len(set(rows)) and {Path(p).name for p, *_ in rows} == {f"note-{i:03d}.md" for i in range(60)}
+
+
+SAVE_IN_STEPS = """
+import sys
+from edge_dse import Library
+with Library(sys.argv[1], model=sys.argv[2], progress=False) as lib:
+    lib.ann_save_chunks = 100
+    lib.add(sys.argv[3])
+"""
+
+
+def test_a_long_sync_saves_the_hnsw_cache_in_steps(tmp_path, encoder):
+    """Readers search the saved cache, scoring only what it lacks one by one: during a long
+    first sync it must be saved as the sync goes, not only at its end."""
+    import json
+
+    folder, lib_dir = tmp_path / "many", tmp_path / "lib"
+    make_many_files(folder, 60)  # ~380 chunks: a save after each group of 256, here after 100
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_IN_STEPS, str(lib_dir), str(shipped_model_dir()), str(folder)],
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240  # a safety net: the wait is for the first save
+    while not (lib_dir / "ann.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = count_ok_files(lib_dir / "catalog.db")
+    assert 0 < committed < 60, f"the cache was first saved with {committed} of 60 files committed"
+    saved = json.loads((lib_dir / "ann.json").read_text())["generation"]
+    with Library(lib_dir, model=encoder, progress=False, readonly=True) as reader:
+        index = reader._index()  # what a search uses: the cache saved mid-sync
+        assert index.generation == saved and len(index.ids()) > 0
+        hits = reader.search(TOPICS["bread"][2], k=3)
+        assert len(hits) == 3 and all(reader.catalog.file_state(h.path).status == "ok" for h in hits)
