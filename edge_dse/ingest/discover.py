@@ -55,6 +55,12 @@ class SkippedFile:
     policy: bool = False
 
 
+# How a file is opened to be read: not through a symlink (the last component), not waiting on a
+# FIFO's writer, not leaked into child processes; see read_inside.
+OPEN_CHECKED = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                | getattr(os, "O_CLOEXEC", 0))
+
+
 class Refused(Exception):
     """A file refused by rule when it is opened; str(error) is the reason recorded for it."""
 
@@ -94,8 +100,7 @@ def read_inside(path: Path, real_root: str, max_bytes: int = DEFAULT_MAX_BYTES) 
     if not inside(target, real_root):
         raise Refused("symlink points outside the folder")
     try:
-        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                     | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(target, OPEN_CHECKED)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # became a symlink after it was resolved
             raise Refused("symlink swapped in while syncing") from exc
@@ -156,8 +161,7 @@ def _sniff_text(path: Path) -> bool:
     from .extract import looks_binary
 
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                     | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, OPEN_CHECKED)
     except OSError:
         return False
     try:
