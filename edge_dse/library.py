@@ -11,7 +11,8 @@ Syncing is incremental: a file whose size and mtime are unchanged is skipped; on
 hash the same is only re-stamped; a renamed or copied file reuses the vectors of the content
 it had; only new content is extracted, chunked and embedded. Files are embedded in groups of
 EMBED_GROUP_CHUNKS chunks and then each is committed in its own transaction, so a crash loses only
-the group in flight; the next sync redoes just that.
+the group in flight; the next sync redoes just that. A file of more chunks than a group is
+committed a group at a time, and a sync stopped in it goes on from its first chunk not committed.
 """
 
 from __future__ import annotations
