@@ -122,7 +122,8 @@ def skipped_text(skipped: dict[str, int], most: int = 6) -> str:
     kinds = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
     shown = ", ".join(f"{kind} {n}" for kind, n in kinds[:most])
     more = f", {len(kinds) - most} more kinds" if len(kinds) > most else ""
-    return f"{sum(skipped.values())} files of other types not indexed: {shown}{more}"
+    n = sum(skipped.values())
+    return f"{n} file{'' if n == 1 else 's'} of other types not indexed: {shown}{more}"
 
 
 def _sqlite_code(exc: BaseException) -> int:
