@@ -258,8 +258,8 @@ class Service:
 
         Only a file of this library inside one of its folders is read: the page (or a crafted
         API call) could otherwise make it read any file the user can."""
+        from .ingest.budget import BudgetedExtractor
         from .ingest.discover import Refused, read_inside
-        from .ingest.extract import extract
 
         with self._read_lock:
             lib = self.reader()
@@ -282,7 +282,8 @@ class Service:
             raise EdgeDSEError(f"refused to open {path}: {exc}") from None
         except OSError as exc:
             raise EdgeDSEError(f"cannot read {path}: {exc.strerror or exc}") from None
-        text = extract(target, data).text
+        with BudgetedExtractor() as extract:  # a PDF or DOCX costs the page no more than it costs a sync
+            text = extract(target, data).text
         start, end = max(0, int(start)), min(len(text), int(end))
         if start >= end:
             raise EdgeDSEError(f"{path} changed since it was indexed: sync the library (Library tab)")
