@@ -184,6 +184,15 @@ def indexed(tmp_path, encoder):
     return tmp_path / "lib", folder, secret
 
 
+def replaced(path: Path, make):
+    """A swap: `path` deleted, and `make(path)` (a symlink, a FIFO) put in its place."""
+    def swap():
+        path.unlink()
+        make(path)
+
+    return swap
+
+
 def keyword_paths(lib_dir: Path, query: str) -> list[str]:
     from edge_dse import Library
 
@@ -195,11 +204,7 @@ def test_a_symlink_to_a_secret_swapped_in_after_the_scan_is_not_read(indexed):
     lib_dir, folder, secret = indexed
     notes = folder / "notes.txt"
 
-    def to_symlink():
-        notes.unlink()
-        notes.symlink_to(secret)
-
-    errors = sync_with_a_swap(lib_dir, to_symlink)
+    errors = sync_with_a_swap(lib_dir, replaced(notes, lambda p: p.symlink_to(secret)))
     assert [Path(p).name for p, _ in errors] == ["notes.txt"] and "symlink" in errors[0][1]
     assert keyword_paths(lib_dir, "zebracornsecret") == []  # the key's text was never read
     assert keyword_paths(lib_dir, "tulip") == []  # a file refused by rule loses what was indexed of it
@@ -226,11 +231,7 @@ def test_a_fifo_swapped_in_after_the_scan_does_not_hang_the_sync(indexed, encode
     lib_dir, folder, _ = indexed
     notes = folder / "notes.txt"
 
-    def to_fifo():
-        notes.unlink()
-        os.mkfifo(notes)
-
-    errors = sync_with_a_swap(lib_dir, to_fifo)
+    errors = sync_with_a_swap(lib_dir, replaced(notes, os.mkfifo))
     assert [(Path(p).name, why) for p, why in errors] == [("notes.txt", "not a regular file (pipe, socket or device)")]
     assert keyword_paths(lib_dir, "tulip") == []
     with Library(lib_dir, model=encoder, progress=False) as lib:  # the writer lock was let go
