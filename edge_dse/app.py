@@ -35,6 +35,8 @@ from .modes import DEFAULT_MODE, MODES
 SHUTDOWN_SECONDS = 5
 
 SNIPPET_CHARS = 240
+# Failed files the Library tab lists by name (the others are counted by kind).
+FAILED_ROWS = 200
 
 CSS = """
 .edse-hit { border: 1px solid #ddd; border-radius: 6px; padding: 6px 8px; margin-bottom: 6px; }
@@ -216,7 +218,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
     # -- library ----------------------------------------------------------------------------
     def library_views():
         try:
-            info = svc.status()
+            info = svc.status(errors_limit=FAILED_ROWS)
         except EdgeDSEError as exc:
             return f"⚠️ {exc}", "", "", gr.update(choices=[], value=None)
         if info is None:
@@ -224,8 +226,17 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
                     "", gr.update(choices=[], value=None))
         summary = (f"library `{info['library']}`: {info['folders']} folders, {info['files']} files, "
                    f"{info['chunks']} chunks, {info['errors']} failed files; model `{info['model']['model_id']}`")
+        if info["skipped"]:
+            from .library import skipped_text
+
+            summary += f"  \n{skipped_text(info['skipped'], most=12)}"
         folders = table_html("Folders", ["folder", "files"], list(info["folders_detail"].items()))
-        failed = table_html("Failed files", ["file", "why it failed"], info["errors_detail"], empty="none")
+        title = "Failed files"
+        if info["errors"] > len(info["errors_detail"]):  # a page that stays light with 100,000 of them
+            kinds = ", ".join(f"{kind} {n}" for kind, n in info["errors_by_kind"].items())
+            title += (f" (the first {len(info['errors_detail'])} of {info['errors']}: {kinds}; "
+                      "`edge-dse status --all` lists them all)")
+        failed = table_html(title, ["file", "why it failed"], info["errors_detail"], empty="none")
         return summary, folders, failed, gr.update(choices=list(info["folders_detail"]), value=None)
 
     def library_error(message):
@@ -360,17 +371,29 @@ def _stop_on_signals() -> None:
 def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
           host: str = "127.0.0.1", port: int | None = None, open_browser: bool = False,
           allow_remote: bool = False, block: bool = True, model: str | os.PathLike | None = None,
-          threads: int | None = None, wait: float = 0.0):
-    """Build and launch the UI. Returns the Blocks (running in the background when block=False)."""
-    warning = check_host(host, allow_remote)
+          threads: int | None = None, wait: float = 0.0, trusted_hosts: Sequence[str] = ()):
+    """Build and launch the UI. Returns the Blocks (running in the background when block=False).
+
+    Only requests addressed to 127.0.0.1, localhost or [::1] are answered (see webguard); with
+    allow_remote, also those addressed to `host` and to the `trusted_hosts`."""
+    from starlette.middleware import Middleware
+
+    from .webguard import LocalOnly
+
+    warning = check_host(host, allow_remote, trusted_hosts)
     if warning:
         print(f"edge-dse: {warning}", file=sys.stderr)
+    names = [*trusted_hosts, *([host] if allow_remote and host not in ("0.0.0.0", "::") else [])]
+    if allow_remote and not names:
+        print("edge-dse: only requests to 127.0.0.1/localhost are answered: name the address others "
+              "type with --trusted-host NAME", file=sys.stderr)
     demo = build_app(library, teacher=teacher, model=model, threads=threads, wait=wait)
     # One run at a time per event (one search, one sync), but a search and a sync run together.
     demo.queue(default_concurrency_limit=1)
     css = {"css": CSS} if "css" in inspect.signature(demo.launch).parameters else {}
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=open_browser,
-                prevent_thread_lock=True, show_error=False, quiet=True, **css)
+                prevent_thread_lock=True, show_error=False, quiet=True,
+                app_kwargs={"middleware": [Middleware(LocalOnly, hosts=names)]}, **css)
     svc = demo.edse_service
     print(f"edge-dse: UI at {demo.local_url} (library {svc.path}; Ctrl+C stops it)", file=sys.stderr, flush=True)
     if block:

@@ -83,9 +83,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_host(host: str, allow_remote: bool) -> str:
+def check_host(host: str, allow_remote: bool, trusted_hosts: Sequence[str] = ()) -> str:
     """"" for a loopback host; a warning to print for another one the user allowed; raises for
-    another one not allowed (the page has no login: anyone reaching it reads the indexed files)."""
+    another one not allowed (the page has no login: anyone reaching it reads the indexed files),
+    and for names other machines would use (`trusted_hosts`) without allow_remote."""
+    if trusted_hosts and not allow_remote:
+        raise EdgeDSEError(f"--trusted-host {trusted_hosts[0]} lets other machines reach the page: "
+                           "add --allow-remote if you mean it")
     if is_loopback(host):
         return ""
     if not allow_remote:
@@ -243,30 +247,43 @@ class Service:
             info = None
         return read_cards(self.model, self.teacher, info["model"]["model_id"] if info else None)
 
-    def status(self) -> dict | None:
+    def status(self, errors_limit: int | None = None) -> dict | None:
         if not (self.path / "catalog.db").is_file():
             return None
         with self._read_lock:
-            return self.reader().status()
+            return self.reader().status(errors_limit)
 
     def open_chunk(self, path: str, start: int, end: int) -> tuple[str, str, str, int, int]:
         """(text before, the chunk, text after, chunk start, chunk end) of an indexed file.
 
         Only a file of this library inside one of its folders is read: the page (or a crafted
         API call) could otherwise make it read any file the user can."""
-        from .ingest.extract import extract
+        from .ingest.budget import BudgetedExtractor
+        from .ingest.discover import Refused, read_inside
 
         with self._read_lock:
             lib = self.reader()
             folders = [Path(f).resolve() for f in lib.catalog.folders()]
             known = lib.catalog.file_state(str(path)) is not None
-        target = Path(path).resolve()  # follows "..", and symlinks out of the folder
-        if not known or not any(target.is_relative_to(f) for f in folders):
+            max_bytes = lib._discover_kwargs()["max_bytes"]
+        # A path the library does not hold (a NUL in it included) is refused before it is looked at.
+        target = Path(path).resolve() if known else None  # follows "..", and symlinks out of the folder
+        root = next((f for f in folders if target and target.is_relative_to(f)), None)
+        if root is None:
             raise EdgeDSEError(f"refused to open {path}: it is not a file in this library's folders "
                                "(open hits from the search results)")
-        if not target.is_file():
-            raise EdgeDSEError(f"{path} is gone since it was indexed: sync the library (Library tab)")
-        text = extract(target).text
+        try:
+            # Checked on the open file, and read only up to the indexer's size limit: a file
+            # swapped or grown since it was indexed is not read whole.
+            data = read_inside(target, str(root), max_bytes)
+        except FileNotFoundError:
+            raise EdgeDSEError(f"{path} is gone since it was indexed: sync the library (Library tab)") from None
+        except Refused as exc:
+            raise EdgeDSEError(f"refused to open {path}: {exc}") from None
+        except OSError as exc:
+            raise EdgeDSEError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with BudgetedExtractor() as extract:  # a PDF or DOCX costs the page no more than it costs a sync
+            text = extract(target, data).text
         start, end = max(0, int(start)), min(len(text), int(end))
         if start >= end:
             raise EdgeDSEError(f"{path} changed since it was indexed: sync the library (Library tab)")

@@ -103,6 +103,10 @@ def cmd_search(args) -> int:
     return 0
 
 
+# Failed files `status` lists by name (all with --all); all are counted by kind of reason.
+STATUS_FAILED_SHOWN = 20
+
+
 def cmd_status(args) -> int:
     with _library(args, readonly=True, allow_model_change=True) as lib:
         info = lib.status()
@@ -116,10 +120,20 @@ def cmd_status(args) -> int:
     print(f"contents: {info['folders']} folders, {info['files']} files, {info['chunks']} chunks, {info['errors']} failed files")
     fresh = "up to date" if info["index_generation"] == info["generation"] else "stale: rebuilt on next write or search"
     print(f"index:    catalog generation {info['generation']}, HNSW cache {fresh}")
+    if info["skipped"]:
+        from .library import skipped_text
+
+        print(f"skipped:  {skipped_text(info['skipped'], most=12)}")
     for folder, n in info["folders_detail"].items():
         print(f"  folder  {folder}  ({n} files)")
-    for path, reason in info["errors_detail"]:
+    if info["errors"]:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in info["errors_by_kind"].items())
+        print(f"failed:   {info['errors']} files: {kinds}")
+    shown = info["errors_detail"] if args.all else info["errors_detail"][:STATUS_FAILED_SHOWN]
+    for path, reason in shown:
         print(f"  failed  {path}: {reason}")
+    if len(shown) < info["errors"]:
+        print(f"  ... and {info['errors'] - len(shown)} more failed files (`edge-dse status --all` lists them)")
     return 0
 
 
@@ -169,14 +183,14 @@ def cmd_embed(args) -> int:
 def cmd_ui(args) -> int:
     from .app_service import check_host
 
-    check_host(args.host, args.allow_remote)  # refuse before loading gradio
+    check_host(args.host, args.allow_remote, args.trusted_host)  # refuse before loading gradio
     try:
         from . import app
     except ImportError as exc:  # gradio missing: the ui extra is not installed
         raise EdgeDSEError(f"`edge-dse ui` needs the ui extra ({exc.name} is missing): pip install -e '.[ui]'") from exc
     app.serve(args.library_arg or args.library, teacher=args.teacher, model=args.model, host=args.host,
               port=args.port, open_browser=args.open, allow_remote=args.allow_remote, threads=args.threads,
-              wait=args.wait)
+              wait=args.wait, trusted_hosts=args.trusted_host)
     return 0
 
 
@@ -276,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="folders, counts, model, failed files")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help=f"list every failed file (default: the first {STATUS_FAILED_SHOWN})")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("remove", help="remove a folder from the library")
@@ -297,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a --host other machines can reach (there is no login: they could read your files)")
+    p.add_argument("--trusted-host", action="append", default=[], metavar="NAME",
+                   help="with --allow-remote: a name or address other machines reach the page by "
+                        "(requests addressed to any other name are refused; repeat for several)")
     p.add_argument("--teacher", default=None, help="teacher folder for reranking (default: the shipped teacher)")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.set_defaults(func=cmd_ui)
@@ -334,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-dse: interrupted (everything committed so far is kept)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`edge-dse status | head -1`): stop quietly, as other tools do.
+        # Python would complain again flushing stdout at exit: point it at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a tool stopped by it
 
 
 if __name__ == "__main__":

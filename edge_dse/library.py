@@ -11,7 +11,8 @@ Syncing is incremental: a file whose size and mtime are unchanged is skipped; on
 hash the same is only re-stamped; a renamed or copied file reuses the vectors of the content
 it had; only new content is extracted, chunked and embedded. Files are embedded in groups of
 EMBED_GROUP_CHUNKS chunks and then each is committed in its own transaction, so a crash loses only
-the group in flight; the next sync redoes just that.
+the group in flight; the next sync redoes just that. A file of more chunks than a group is
+committed a group at a time, and a sync stopped in it goes on from its first chunk not committed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ from .modes import DEFAULT_MODE, MODES
 RRF_K = 60
 # Chunks embedded together: large enough to keep batches full across many small files.
 EMBED_GROUP_CHUNKS = 256
+# During a long sync the HNSW cache is brought up to date and saved after every this many
+# chunks committed, not only at the end: a reader scores the chunks the saved cache lacks one
+# by one, which took 0.5-0.9 s and 600 MB a search during a long first sync.
+ANN_SAVE_CHUNKS = 20_000
+# Failed files recorded in one transaction.
+FAILURES_PER_COMMIT = 1000
+# Meta key that marks a reindex under way: the id of the model it re-embeds with.
+REINDEX_KEY = "reindex_to"
 # A query longer than this is cut before encoding/keyword search: the encoder truncates at its
 # max length anyway, and tokenising megabytes of text would only waste time.
 MAX_QUERY_CHARS = 20_000
@@ -99,13 +108,23 @@ class SyncReport:
     chunks: int = 0  # chunks embedded in this sync
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # files of other types, not indexed, by kind
 
     def summary(self) -> str:
         return (
             f"{self.seen} files seen: {self.added} added, {self.updated} updated, {self.reused} moved/copied, "
             f"{self.unchanged} unchanged, {self.removed} removed, {self.failed} failed; "
-            f"{self.chunks} chunks embedded in {self.seconds:.1f} s"
+            f"{self.chunks} chunks embedded in {self.seconds:.1f} s" + (f"; {skipped_text(self.skipped)}" if self.skipped else "")
         )
+
+
+def skipped_text(skipped: dict[str, int], most: int = 6) -> str:
+    """'12 files of other types not indexed: .png 9, .zip 2, no suffix (not text) 1'."""
+    kinds = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ", ".join(f"{kind} {n}" for kind, n in kinds[:most])
+    more = f", {len(kinds) - most} more kinds" if len(kinds) > most else ""
+    n = sum(skipped.values())
+    return f"{n} file{'' if n == 1 else 's'} of other types not indexed: {shown}{more}"
 
 
 def _sqlite_code(exc: BaseException) -> int:
@@ -172,6 +191,8 @@ class Library:
         wait: seconds to wait for another writer to finish before giving up (writes only).
         progress: show progress bars on long work.
         ignore_dirs, max_bytes, include_hidden: what discovery skips (see ingest.discover).
+        extract_seconds, extract_memory: the budget of one PDF or DOCX (see ingest.budget): a
+            file over it is recorded as failed, with the budget it broke.
     """
 
     def __init__(
@@ -187,6 +208,8 @@ class Library:
         max_bytes: int | None = None,
         include_hidden: bool = False,
         allow_model_change: bool = False,
+        extract_seconds: float | None = None,
+        extract_memory: int | None = None,
     ) -> None:
         from .store import Catalog, WriterLock
 
@@ -198,9 +221,15 @@ class Library:
         self.ignore_dirs = frozenset(ignore_dirs) if ignore_dirs is not None else None
         self.max_bytes = max_bytes
         self.include_hidden = include_hidden
+        self.extract_seconds = extract_seconds
+        self.extract_memory = extract_memory
         if readonly and not (self.path / "catalog.db").is_file():
             raise EdgeDSEError(f"no library at {self.path}: create one with `edge-dse index FOLDER`")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except PermissionError as exc:
+            raise EdgeDSEError(f"cannot create the library at {self.path}: permission denied on {exc.filename}: "
+                               "pick a folder you can write with --library DIR (or $EDGE_DSE_HOME)") from None
         self.catalog: Catalog = Catalog(self.path / "catalog.db", readonly=readonly)
         self._lock = WriterLock(self.path / "write.lock")
         if model is None and not allow_model_change:  # reindex moves a library to the default
@@ -210,6 +239,9 @@ class Library:
         self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
         self._ann: AnnIndex | None = None
         self._rerankers: dict[str, "Reranker"] = {}
+        self._failures: list[tuple] = []  # failed files waiting to be recorded (_fail)
+        self.ann_save_chunks = ANN_SAVE_CHUNKS
+        self._chunks_at_save = 0  # report.chunks when the HNSW cache was last saved in this sync
         if not allow_model_change:
             self._check_model()
 
@@ -362,26 +394,38 @@ class Library:
                 raise EdgeDSEError(f"{path} is not in this library (see `edge-dse status` for its folders)")
             removed = self.catalog.remove_folder(path)
             self._refresh_index()
+            self.catalog.optimize_keywords()
             self.catalog.reclaim_space()
             return removed
 
     @_user_errors
     def reindex(self, *, cluster: "str | RayCluster | None" = None) -> SyncReport:
         """Re-embed every folder with this library's current model (after a model change;
-        cluster: as in `add`)."""
+        cluster: as in `add`).
+
+        The catalog notes a reindex under way (and to which model) until it ends: a reindex
+        stopped mid-way and run again goes on where it stopped, like a sync, instead of
+        dropping what the first run embedded."""
         with self._writing(), self._cluster(cluster) as runner:
             folders = self.catalog.folders()
-            with self.catalog.transaction():
-                for folder in folders:
-                    self.catalog.remove_folder(folder)
-                    self.catalog.add_folder(folder)
-                self._record_model()
-            return self._sync(folders, runner)
+            if self.catalog.get_meta(REINDEX_KEY) != self.model_card["id"]:
+                with self.catalog.transaction():
+                    for folder in folders:
+                        self.catalog.remove_folder(folder)
+                        self.catalog.add_folder(folder)
+                    self._record_model()
+                    self.catalog.set_meta(REINDEX_KEY, self.model_card["id"])
+            report = self._sync(folders, runner)
+            self.catalog.delete_meta(REINDEX_KEY)
+            return report
 
     def _sync(self, folders: list[str], cluster: "RayIndexer | None" = None) -> SyncReport:
         from .ingest import FoundFile, discover
+        from .ingest.discover import OtherType
 
         report = SyncReport(folders=list(folders))
+        self._failures = []  # none left from a sync that raised
+        self._chunks_at_save = 0
         started = time.perf_counter()
         for folder in folders:
             known = self.catalog.files_in(folder)
@@ -393,21 +437,27 @@ class Library:
             found = list(self._progress(discover(Path(folder), **self._discover_kwargs()), desc=f"scanning {folder}", unit=" files"))
             todo = []
             seen: set[str] = set()
+            skipped: dict[str, int] = {}
             for item in found:
+                if isinstance(item, OtherType):
+                    skipped[item.kind] = skipped.get(item.kind, 0) + 1
+                    continue
                 path = str(item.path)
                 seen.add(path)
                 report.seen += 1
                 if not isinstance(item, FoundFile):
-                    self.catalog.put_error(folder, path, None, None, item.reason)
-                    report.failed += 1
-                    report.errors.append((path, item.reason))
+                    self._fail(folder, item, item.reason, report, drop_chunks=item.policy, stat=False)
                     continue
                 row = known.get(path)
                 if row is not None and row.size == item.size and row.mtime_ns == item.mtime_ns:
                     report.unchanged += 1  # including files that failed before and did not change
                     continue
                 todo.append(item)
+            for kind, n in skipped.items():
+                report.skipped[kind] = report.skipped.get(kind, 0) + n
+            self.catalog.set_meta(self.catalog.skipped_key(folder), json.dumps(skipped))
             self._index_files(folder, todo, known, report, cluster)
+            self._record_failures()
             for path in sorted(set(known) - seen):
                 self.catalog.remove_file(path)
                 report.removed += 1
@@ -420,15 +470,31 @@ class Library:
                      cluster: "RayIndexer | None" = None) -> None:
         """Read, hash, extract, chunk and embed files; commit each file on its own. With a
         cluster, new content is extracted, chunked and embedded there (edge_dse.cluster)."""
-        from .ingest import ExtractError, chunk_text, extract
+        from .ingest.budget import BudgetedExtractor
+
+        budget = {k: v for k, v in (("seconds", self.extract_seconds), ("memory_bytes", self.extract_memory))
+                  if v is not None}
+        with BudgetedExtractor(**budget) as extract:
+            self._index_with(extract, folder, todo, known, report, cluster)
+
+    def _index_with(self, extract, folder: str, todo: list, known: dict, report: SyncReport,
+                    cluster: "RayIndexer | None" = None) -> None:
+        from .ingest import ExtractError, chunk_text
+        from .ingest.discover import Refused, read_inside
 
         pending: list[tuple] = []  # (file, sha256, chunks) waiting for embedding
         pending_chunks = 0
+        real_root = os.path.realpath(folder)
+        max_bytes = self._discover_kwargs()["max_bytes"]
         bar = self._progress(todo, desc="indexing", unit=" files")
         for item in bar:
             path = str(item.path)
             try:
-                data = item.path.read_bytes()
+                # Checked again as it is opened: the file may have been swapped since the scan.
+                data = read_inside(item.path, real_root, max_bytes)
+            except Refused as exc:
+                self._fail(folder, item, str(exc), report, drop_chunks=True)
+                continue
             except FileNotFoundError:
                 # Vanished between discovery and reading: it is simply gone.
                 if path in known:
@@ -460,6 +526,12 @@ class Library:
             except ExtractError as exc:
                 self._fail(folder, item, str(exc), report)
                 continue
+            del data
+            if len(chunks) > EMBED_GROUP_CHUNKS:  # a large file: committed a group at a time
+                self._embed_and_commit(folder, pending, report)
+                pending, pending_chunks = [], 0
+                self._embed_large(folder, item, sha, chunks, row, report)
+                continue
             pending.append((item, sha, chunks, row is not None))
             pending_chunks += len(chunks)
             if pending_chunks >= EMBED_GROUP_CHUNKS:
@@ -472,7 +544,27 @@ class Library:
         if cluster is not None:
             self._commit_outcomes(folder, cluster.finish(), report)
 
+    def _embed_large(self, folder: str, item, sha: str, chunks: list, row, report: SyncReport) -> None:
+        """Embed and commit a large file's chunks EMBED_GROUP_CHUNKS at a time, so that a stop
+        mid-way keeps what was done: the next sync goes on from the first chunk not committed
+        (the file's row says how far it got, for this content; chunking is deterministic)."""
+        path = str(item.path)
+        done = row.n_chunks if row is not None and row.sha256 == self.catalog.partial_tag(sha) else 0
+        for at in range(done, len(chunks), EMBED_GROUP_CHUNKS):
+            group = chunks[at : at + EMBED_GROUP_CHUNKS]
+            vectors = self.encoder.encode([passage_text(c.text, c.heading) for c in group], kind="document")
+            self.catalog.put_partial(folder, path, sha, group, vectors, total=len(chunks), first=at == 0)
+            report.chunks += len(group)
+            self._save_index_in_steps(report)
+        self.catalog.finish_partial(path, item.size, item.mtime_ns, sha)
+        if row is not None:
+            report.updated += 1
+        else:
+            report.added += 1
+
     def _embed_and_commit(self, folder: str, pending: list[tuple], report: SyncReport) -> None:
+        if not pending:
+            return
         texts = [passage_text(c.text, c.heading) for _, _, chunks, _ in pending for c in chunks]
         self._commit(folder, pending, self.encoder.encode(texts, kind="document"), report)
 
@@ -488,6 +580,7 @@ class Library:
                 report.updated += 1
             else:
                 report.added += 1
+        self._save_index_in_steps(report)
 
     # -- the embed step on a Ray cluster (the cluster extra) -----------------------------------
     def _cluster(self, cluster: "str | RayCluster | None"):
@@ -504,15 +597,34 @@ class Library:
         for out in outcomes:
             if out.reason is not None:  # a failure of the cluster's is stored without the file's
                 # stat, so that the next sync tries the file again (ingest's own reasons are kept)
-                item = replace(out.item, size=None, mtime_ns=None) if out.retry else out.item
-                self._fail(folder, item, out.reason, report)
+                self._fail(folder, out.item, out.reason, report, stat=not out.retry)
             else:
                 self._commit(folder, [(out.item, out.sha256, out.chunks, out.existed)], out.vectors, report)
 
-    def _fail(self, folder: str, item, reason: str, report: SyncReport) -> None:
-        self.catalog.put_error(folder, str(item.path), item.size, item.mtime_ns, reason)
+
+    def _save_index_in_steps(self, report: SyncReport) -> None:
+        if report.chunks - self._chunks_at_save >= self.ann_save_chunks:
+            self._refresh_index()
+            self._chunks_at_save = report.chunks
+
+    def _fail(self, folder: str, item, reason: str, report: SyncReport, *, drop_chunks: bool = False,
+              stat: bool = True) -> None:
+        """Note a failed file; recorded with others in one transaction (_record_failures): one
+        commit each made a folder of 100,000 empty files take minutes. A failure lost to a crash
+        before it is recorded is only found again by the next sync."""
+        size, mtime_ns = (item.size, item.mtime_ns) if stat else (None, None)
+        self._failures.append((folder, str(item.path), size, mtime_ns, reason, drop_chunks))
         report.failed += 1
         report.errors.append((str(item.path), reason))
+        if len(self._failures) >= FAILURES_PER_COMMIT:
+            self._record_failures()
+
+    def _record_failures(self) -> None:
+        failures, self._failures = self._failures, []
+        if failures:
+            with self.catalog.transaction():
+                for folder, path, size, mtime_ns, reason, drop_chunks in failures:
+                    self.catalog.put_error(folder, path, size, mtime_ns, reason, drop_chunks=drop_chunks)
 
     def _progress(self, iterable, **kwargs):
         if not self.progress:
@@ -654,8 +766,9 @@ class Library:
 
     # -- reporting ----------------------------------------------------------------------------
     @_user_errors
-    def status(self) -> dict:
-        """Counts, folders, the model, failed files and the index state."""
+    def status(self, errors_limit: int | None = None) -> dict:
+        """Counts, folders, the model, failed files (the first `errors_limit` of them when given;
+        all counted by kind of reason) and the index state."""
         counts = self.catalog.counts()
         files_per_folder = {f: len(self.catalog.files_in(f)) for f in self.catalog.folders()}
         ann_meta = self.path / "ann.json"
@@ -670,7 +783,9 @@ class Library:
             "folders_detail": files_per_folder,
             "generation": self.catalog.generation,
             "index_generation": index_generation,
-            "errors_detail": self.catalog.errors(),
+            "errors_detail": self.catalog.errors(errors_limit),
+            "errors_by_kind": self.catalog.error_kinds(),
+            "skipped": self.catalog.skipped(),  # files of other types, not indexed, by kind
             "bytes_on_disk": sum(p.stat().st_size for p in self.path.iterdir() if p.is_file()),
         }
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -174,3 +178,45 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, **kwargs)
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "edge_dse.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_ui(lib: Path, *args: str, home: Path | None = None, log_path: Path | None = None):
+    """The real `edge-dse ui LIBRARY ARGS` in a child process, on a free port, up and answering;
+    yields (url, port, process) and stops it after. Its output goes to a file, not a pipe nobody
+    reads while the tests run: a full pipe would stall the app. No traceback may show in it."""
+    port = free_port()
+    log_path = log_path or lib.parent / f"ui-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "ui", str(lib), "--port", str(port), *args],
+                                stdout=log, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, HOME=str(home or lib.parent)))  # the folder picker starts at home
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 180
+        try:
+            while True:
+                assert proc.poll() is None, f"edge-dse ui exited {proc.returncode}: {log_path.read_text()}"
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "edge-dse ui did not come up in 180 s"
+                time.sleep(0.5)
+            yield url, port, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    out = log_path.read_text()
+    assert "Traceback" not in out, out

@@ -145,6 +145,17 @@ def test_open_chunk_reads_only_files_of_the_library(service, corpus, tmp_path):
             service.open_chunk(crafted, 0, 5)
 
 
+def test_open_chunk_refuses_a_file_grown_past_the_limit_and_a_nul_path_in_one_line(service, corpus):
+    service.add(str(corpus))
+    notes = corpus / "notes.txt"
+    with open(notes, "r+b") as fh:  # sparse: 3 GB on paper, nothing on disk
+        fh.truncate(3 * 1024 ** 3)
+    with pytest.raises(EdgeDSEError, match=r"refused to open .*notes.txt: too large: 3072.0 MB > 50.0 MB"):
+        service.open_chunk(str(notes), 0, 10)  # refused on its size: never read
+    with pytest.raises(EdgeDSEError, match="refused to open"):
+        service.open_chunk(str(corpus / "bread.md") + "\0x", 0, 10)
+
+
 def test_writes_by_another_process_give_a_message_while_searches_go_on(service, corpus):
     service.add(str(corpus))
     holder = subprocess.Popen(

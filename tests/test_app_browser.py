@@ -12,15 +12,10 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import OUTPUT, REPO, TOPICS, TYPE_OF_TOPIC, shipped_model_dir, write_topic
+from conftest import OUTPUT, REPO, TOPICS, TYPE_OF_TOPIC, running_ui, shipped_model_dir, write_topic
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -52,12 +47,6 @@ def expect(locator):
     from playwright.sync_api import expect as pw_expect  # imported late: the module loads without it
 
     return pw_expect(locator)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -99,36 +88,9 @@ def folders(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(folders, stand_in_teacher):
     lib, _, _ = folders
-    port = _free_port()
-    # Output to a file, not a pipe nobody reads while the tests run: a full pipe would stall the app.
-    log_path = lib.parent / "ui.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "ui", str(lib), "--port", str(port),
-                             "--teacher", str(stand_in_teacher), "--model", str(shipped_model_dir())],
-                            stdout=log, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, HOME=str(lib.parent)))  # the folder picker starts at home
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None, f"edge-dse ui exited {proc.returncode}: {log_path.read_text()}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "edge-dse ui did not come up in 180 s"
-        time.sleep(0.5)
-    yield url, port
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-    out = log_path.read_text()
-    assert "Traceback" not in out, out
+    with running_ui(lib, "--teacher", str(stand_in_teacher), "--model", str(shipped_model_dir()),
+                    log_path=lib.parent / "ui.log") as (url, port, _):
+        yield url, port
 
 
 @pytest.fixture(scope="module")

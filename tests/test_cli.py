@@ -65,3 +65,52 @@ def test_embed_writes_vectors_and_metadata(tmp_path, corpus):
     assert run_cli("embed", *files, "--out", str(as_jsonl)).returncode == 0
     rows = [json.loads(line) for line in as_jsonl.read_text().splitlines()]
     assert np.allclose(np.array([r["vector"] for r in rows]), vectors, atol=1e-5)
+
+
+def test_status_into_a_pipe_nobody_reads_stops_quietly(tmp_path, corpus):
+    """`edge-dse status | head -1`: the reader is gone before the output is written."""
+    import subprocess
+    import sys
+
+    assert run_cli("-q", "-l", str(tmp_path / "lib"), "--model", str(shipped_model_dir()), "index", str(corpus)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "-l", str(tmp_path / "lib"), "status"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # no reader left: the first write fails with EPIPE
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and stderr == ""
+
+
+def test_a_library_that_cannot_be_written_is_a_one_line_error(tmp_path, corpus):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    # root writes anywhere; a user namespace takes that power away, so the writes fail for real.
+    prefix = ["unshare", "--user"] if os.geteuid() == 0 else []
+    if prefix and shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: cannot make a folder unwritable")
+
+    def cli(*args):
+        return subprocess.run(prefix + [sys.executable, "-m", "edge_dse.cli", "--model", str(shipped_model_dir()), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    locked_parent = tmp_path / "ro"
+    locked_parent.mkdir()
+    locked_parent.chmod(0o555)
+    lib = tmp_path / "lib"
+    assert cli("-q", "-l", str(lib), "index", str(corpus)).returncode == 0
+    (lib / "write.lock").chmod(0o444)
+    try:
+        new = cli("-l", str(locked_parent / "lib"), "index", str(corpus))
+        sync = cli("-l", str(lib), "sync")
+    finally:
+        locked_parent.chmod(0o755)
+    assert new.returncode == 1 and new.stderr == (f"edge-dse: error: cannot create the library at {locked_parent / 'lib'}: "
+                                                   f"permission denied on {locked_parent / 'lib'}: pick a folder you can "
+                                                   "write with --library DIR (or $EDGE_DSE_HOME)\n")
+    assert sync.returncode == 1 and sync.stderr == (f"edge-dse: error: cannot write the library at {lib}: permission "
+                                                    f"denied on {lib / 'write.lock'}: give yourself write access to the "
+                                                    "folder and its files\n")

@@ -227,20 +227,26 @@ def test_a_sync_killed_half_way_loses_nothing_and_resumes(tmp_path, encoder):
     assert paths_of(lib.search("Note 59.3", k=60, mode="keyword"))[0] == "note-059.md"
 
 
+# Holds the writer lock until told to let go (a line on stdin): an event, not a clock, so a
+# slow start of the other processes on a busy machine cannot outlast it.
 HOLD_LOCK = """
-import sys, time
+import sys
 from edge_dse.store import WriterLock
 lock = WriterLock(__import__('pathlib').Path(sys.argv[1]) / 'write.lock')
 lock.acquire()
 print('locked', flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()
+lock.release()
 """
 
 
 def test_a_second_writer_gets_a_clear_error_or_waits(tmp_path, corpus, encoder):
+    import threading
+
     lib_dir = tmp_path / "lib"
     Library(lib_dir, model=encoder, progress=False).close()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lib_dir), "3"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lib_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     lib = Library(lib_dir, model=encoder, progress=False)
     with pytest.raises(LibraryLockedError, match=f"pid {holder.pid}.*--wait"):
@@ -249,9 +255,13 @@ def test_a_second_writer_gets_a_clear_error_or_waits(tmp_path, corpus, encoder):
     assert cli.returncode == 1 and "Traceback" not in cli.stderr and "another process" in cli.stderr
     # A reader is never blocked by the writer.
     assert Library(lib_dir, model=encoder, progress=False, readonly=True).search("anything") == []
-    waiting = Library(lib_dir, model=encoder, progress=False, wait=30)
-    assert waiting.add(corpus).added == len(TYPE_OF_TOPIC) + 1  # waited for the holder to exit
-    holder.wait(timeout=30)
+    waiting = Library(lib_dir, model=encoder, progress=False, wait=600)
+    added: list[int] = []
+    writer = threading.Thread(target=lambda: added.append(waiting.add(corpus).added))
+    writer.start()
+    holder.communicate("let go\n", timeout=60)  # the waiting writer gets the lock once it is let go
+    writer.join()
+    assert added == [len(TYPE_OF_TOPIC) + 1]
 
 
 def test_opening_with_another_model_is_a_clear_error_naming_reindex(tmp_path, corpus, encoder):
@@ -342,3 +352,138 @@ def test_a_library_keeps_its_shipped_model_when_the_default_changes(tmp_path, mo
         assert lib.model_card["id"] == "test/student" and lib.status()["model"]["model_id"] == "test/student"
     with Library(tmp_path / "new", progress=False) as lib:
         assert lib.model_card["id"] == "test/student"
+
+
+def test_gzip_text_and_suffixless_text_are_indexed_and_other_types_counted(library, tmp_path):
+    """As under /usr/share/doc: README.gz, changelog.Debian.gz, a `copyright` with no suffix are
+    text and found; images, archives and binaries are not indexed, and said so, by kind."""
+    import gzip
+
+    folder = tmp_path / "doc"
+    folder.mkdir()
+    (folder / "README.gz").write_bytes(gzip.compress(b"Bash is the GNU Project's shell, the Bourne Again SHell.\n"))
+    (folder / "changelog.Debian.gz").write_bytes(gzip.compress(b"bash (5.2-1) unstable; urgency=medium\n  * New upstream release.\n"))
+    (folder / "copyright").write_text("Bash is released under the GNU General Public License, version 3 or later.\n")
+    (folder / "INSTALL").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4)  # no suffix, binary
+    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (folder / "old.tar.gz").write_bytes(gzip.compress(b"not indexed"))
+    (folder / "bomb.txt.gz").write_bytes(gzip.compress(b"a" * (60 * 1024 * 1024)))  # 60 MB of text from 60 KB
+    (folder / "broken.md.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    report = library.add(folder)
+    assert report.skipped == {".png": 2, ".tar.gz": 1, "no suffix (not text)": 1}
+    assert report.summary().endswith("; 4 files of other types not indexed: .png 2, .tar.gz 1, no suffix (not text) 1")
+    assert dict((Path(p).name, why.split(" (")[0]) for p, why in report.errors) == {
+        "bomb.txt.gz": "too large once decompressed: over 50.0 MB", "broken.md.gz": "not a valid .gz file"}
+    assert paths_of(library.search("what license is bash released under", k=1)) == ["copyright"]
+    assert paths_of(library.search("Bourne Again SHell", mode="keyword")) == ["README.gz"]
+    assert paths_of(library.search("upstream urgency", mode="keyword")) == ["changelog.Debian.gz"]
+    assert library.status()["skipped"] == {".png": 2, ".tar.gz": 1, "no suffix (not text)": 1}
+    status = run_cli("-l", str(library.path), "--model", str(shipped_model_dir()), "status")
+    assert "skipped:  4 files of other types not indexed: .png 2, .tar.gz 1, no suffix (not text) 1" in status.stdout
+    library.remove(folder)
+    assert library.status()["skipped"] == {}
+
+
+def test_removing_a_folder_leaves_no_keyword_index_behind(library, tmp_path, corpus):
+    """Deleting chunks only adds "delete" entries to the FTS5 index: without a merge, removing a
+    folder of 3,000 chunks grew the keyword index (3.5 to 6.5 MB) and the catalog kept 8.8 MB
+    for 3 live chunks. The big folder is written straight into the catalog (random words, random
+    vectors): embedding 3,000 chunks would take minutes and is not what is tested."""
+    import random
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    @dataclass
+    class Piece:
+        start: int
+        end: int
+        text: str
+        heading: str = ""
+
+    rng = random.Random(0)
+    library.add(corpus)
+    big = str(tmp_path / "big")
+    library.catalog.add_folder(big)
+    for i in range(1000):
+        pieces = [Piece(0, 10, " ".join(f"w{rng.randrange(10**9)}" for _ in range(100))) for _ in range(3)]
+        library.catalog.put_file(big, f"{big}/n{i}.txt", 1, 1, f"sha{i}", pieces,
+                                 np.random.default_rng(i).random((3, library.encoder.dim), dtype=np.float32))
+
+    def keyword_index_bytes() -> int:
+        return library.catalog.db.execute("select sum(length(block)) from chunks_fts_data").fetchone()[0]
+
+    before = keyword_index_bytes()
+    assert library.remove(big) == 1000
+    assert keyword_index_bytes() < before / 100
+    assert (tmp_path / "lib" / "catalog.db").stat().st_size < 2 * 1024 * 1024
+    assert paths_of(library.search("sourdough", mode="keyword")) == ["bread.md"]
+
+
+def test_a_reindex_killed_half_way_goes_on_where_it_stopped(tmp_path, encoder):
+    folder, lib_dir = tmp_path / "many", tmp_path / "lib"
+    make_many_files(folder, 60)
+    Library(lib_dir, model=encoder, progress=False).add(folder)
+    proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "-q", "-l", str(lib_dir), "--model",
+                             str(shipped_model_dir()), "reindex"], stderr=subprocess.PIPE)
+
+    def reindexed() -> int:
+        """Files committed by the reindex (0 until it has dropped the old ones)."""
+        try:
+            con = sqlite3.connect(f"file:{lib_dir / 'catalog.db'}?mode=ro", uri=True, timeout=5)
+            try:
+                under_way = con.execute("select 1 from meta where key = 'reindex_to'").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+        return count_ok_files(lib_dir / "catalog.db") if under_way else 0
+
+    deadline = time.time() + 240  # a safety net: the wait is for the first group's commit
+    while reindexed() < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = reindexed()
+    assert 10 <= committed < 60, f"kill came too late or too early ({committed} files committed)"
+    with Library(lib_dir, model=encoder, progress=False, allow_model_change=True) as lib:
+        report = lib.reindex()
+        assert report.added == 60 - committed and report.unchanged == committed, report.summary()
+        assert lib.catalog.get_meta("reindex_to") is None
+        assert lib.reindex().added == 60  # a new reindex re-embeds everything again
+    rows = chunk_rows(Library(lib_dir, model=encoder, progress=False))
+    assert len(rows) == len(set(rows)) and {Path(p).name for p, *_ in rows} == {f"note-{i:03d}.md" for i in range(60)}
+
+
+SAVE_IN_STEPS = """
+import sys
+from edge_dse import Library
+with Library(sys.argv[1], model=sys.argv[2], progress=False) as lib:
+    lib.ann_save_chunks = 100
+    lib.add(sys.argv[3])
+"""
+
+
+def test_a_long_sync_saves_the_hnsw_cache_in_steps(tmp_path, encoder):
+    """Readers search the saved cache, scoring only what it lacks one by one: during a long
+    first sync it must be saved as the sync goes, not only at its end."""
+    import json
+
+    folder, lib_dir = tmp_path / "many", tmp_path / "lib"
+    make_many_files(folder, 60)  # ~380 chunks: a save after each group of 256, here after 100
+    proc = subprocess.Popen([sys.executable, "-c", SAVE_IN_STEPS, str(lib_dir), str(shipped_model_dir()), str(folder)],
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240  # a safety net: the wait is for the first save
+    while not (lib_dir / "ann.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = count_ok_files(lib_dir / "catalog.db")
+    assert 0 < committed < 60, f"the cache was first saved with {committed} of 60 files committed"
+    saved = json.loads((lib_dir / "ann.json").read_text())["generation"]
+    with Library(lib_dir, model=encoder, progress=False, readonly=True) as reader:
+        index = reader._index()  # what a search uses: the cache saved mid-sync
+        assert index.generation == saved and len(index.ids()) > 0
+        hits = reader.search(TOPICS["bread"][2], k=3)
+        assert len(hits) == 3 and all(reader.catalog.file_state(h.path).status == "ok" for h in hits)

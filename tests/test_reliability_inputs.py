@@ -74,7 +74,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TOPICS, run_cli, shipped_model_dir, write_docx, write_pdf
+from conftest import TOPICS, run_cli, shipped_model_dir, write_docx, write_pdf, write_topic
 from edge_dse import Library
 from edge_dse.ingest import chunk_text, extract
 from edge_dse.store.catalog import FTS_TOKENIZE, _query_terms
@@ -215,7 +215,7 @@ def test_a_zoo_of_bad_files_is_recorded_and_never_aborts_the_sync(tmp_path):
     assert len(errors) == len(fail), sorted(set(errors) - {p for p in errors if any(n in p for n in fail)})
     # Nothing from outside the folder, nothing behind a directory link.
     assert not any("secret" in p or "outside-dir" in p or "self-loop" in p for p in errors)
-    text_status = cli(lib, "status").stdout
+    text_status = cli(lib, "status", "--all").stdout  # 21 failures: more than it names by default
     for name in fail:
         assert any(name in line and "failed" in line for line in text_status.splitlines()), name
 
@@ -352,6 +352,35 @@ def test_many_tiny_files(tmp_path):
             assert [h.path for h in hits] == [str(folder / f"d{i // 250:02d}" / f"t{i:04d}.txt")]
     again = cli(lib, "sync")
     assert again.returncode == 0 and "3000 unchanged" in again.stderr and "0 chunks embedded" in again.stderr
+
+
+def test_many_empty_files_are_recorded_in_a_few_commits_and_summarised(tmp_path):
+    """100,000 empty files took 5.6 min (a commit each) and `status` printed 100,000 lines."""
+    folder, lib_dir = tmp_path / "empty", tmp_path / "lib"
+    folder.mkdir()
+    for i in range(2500):
+        (folder / f"e{i:04d}.txt").touch()
+    (folder / "real.txt").write_text("The only note with words: kumquat.\n", encoding="utf-8")
+    with Library(lib_dir, model=MODEL, progress=False) as lib:
+        writes: list[str] = []  # write transactions (read snapshots commit too, but write nothing)
+        lib.catalog._conn.set_trace_callback(lambda sql: writes.append(sql) if sql == "BEGIN IMMEDIATE" else None)
+        report = lib.add(folder)
+        lib.catalog._conn.set_trace_callback(None)
+    assert (report.failed, report.added) == (2500, 1)
+    assert len(writes) < 20, len(writes)  # was one per failed file
+    status = cli(lib_dir, "status")
+    assert "failed:   2500 files: empty 2500" in status.stdout
+    assert sum(line.startswith("  failed ") for line in status.stdout.splitlines()) == 20
+    assert "... and 2480 more failed files (`edge-dse status --all` lists them)" in status.stdout
+    every = cli(lib_dir, "status", "--all")
+    assert sum(line.startswith("  failed ") for line in every.stdout.splitlines()) == 2500
+    from edge_dse.app_service import Service
+
+    svc = Service(lib_dir, model=MODEL)
+    info = svc.status(errors_limit=200)  # what the UI's Library tab asks for
+    assert len(info["errors_detail"]) == 200 and info["errors"] == 2500 and info["errors_by_kind"] == {"empty": 2500}
+    svc.close()
+    assert keyword_paths(lib_dir, "kumquat") == [str(folder / "real.txt")]
 
 
 # -- a 10 MB single line ------------------------------------------------------------------------
@@ -512,3 +541,117 @@ WORDS = ["sourdough", "starter", "bread", "loaf", "東京", "القهوة", "caf
        mode=st.sampled_from(["keyword", "hybrid"]))
 def test_any_query_never_raises_and_keyword_hits_hold_a_query_term(query_lib, query, mode):
     check_hits(query_lib, query, mode)
+
+
+# -- files that would cost without end: a budget per file, and large files in steps ------------
+def shared_stream_pdf(path: Path, pages: int = 1000, ops: int = 200_000) -> None:
+    """A ~160 KB PDF whose pages all show one compressed stream of 200,000 text operations:
+    pypdf works through the whole stream again for every page."""
+    import zlib
+
+    content = zlib.compress(b"BT /F1 1 Tf " + b"(ab) Tj 0 1 Td " * ops + b"ET", 9)
+    bodies = [b"<< /Type /Catalog /Pages 2 0 R >>",
+              ("<< /Type /Pages /Kids [" + " ".join(f"{5 + i} 0 R" for i in range(pages)) + f"] /Count {pages} >>").encode(),
+              f"<< /Length {len(content)} /Filter /FlateDecode >>\nstream\n".encode() + content + b"\nendstream",
+              b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    bodies += [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 842] /Contents 3 0 R "
+               b"/Resources << /Font << /F1 4 0 R >> >> >>"] * pages
+    out, offsets = b"%PDF-1.4\n", []
+    for i, body in enumerate(bodies, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(bodies) + 1}\n0000000000 65535 f \n".encode() + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    path.write_bytes(out + f"trailer\n<< /Size {len(bodies) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+
+
+def tiny_paragraphs_docx(path: Path, n: int = 400_000) -> None:
+    """A ~1 MB .docx of 400,000 one-word paragraphs (15 MB of XML, well under the zip-bomb
+    limits): python-docx needs hundreds of MB for it."""
+    write_docx(path, "t", "b")
+    with zipfile.ZipFile(path) as src:
+        parts = [(info, src.read(info)) for info in src.infolist()]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+        for info, data in parts:
+            if info.filename == "word/document.xml":
+                head, tail = data.split(b"<w:body>")
+                data = head + b"<w:body>" + b"".join(b"<w:p><w:r><w:t>w%d</w:t></w:r></w:p>" % i for i in range(n)) + tail
+            out.writestr(info, data)
+    path.write_bytes(buf.getvalue())
+
+
+BUDGETED_SYNC = """
+import json, sys
+from edge_dse import Library
+with Library(sys.argv[1], model=sys.argv[2], progress=False, extract_seconds=float(sys.argv[4]),
+             extract_memory=int(sys.argv[5])) as lib:
+    print(json.dumps(lib.add(sys.argv[3]).errors))
+"""
+
+
+def test_a_pdf_or_docx_over_its_budget_is_recorded_failed_and_the_sync_goes_on(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    shared_stream_pdf(folder / "a-slow.pdf")
+    tiny_paragraphs_docx(folder / "b-bloated.docx")
+    write_topic(folder, "bike", ".pdf")  # after them in the sync: the worker is started again
+    write_topic(folder, "taxes", ".docx")
+    # 5 s and 256 MB: the worker itself needs ~70 MB; these files need far more of both.
+    proc = subprocess.Popen([sys.executable, "-c", BUDGETED_SYNC, str(tmp_path / "lib"), MODEL, str(folder), "5",
+                             str(256 * 1024 ** 2)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=300)  # a safety net: without a budget this sync runs for hours
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the sync ran on: a file's extraction had no budget")
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert {Path(p).name: why for p, why in json.loads(out)} == {
+        "a-slow.pdf": "over the time budget: extraction took more than 5 s",
+        "b-bloated.docx": "over the memory budget: needs more than 256 MB to extract"}
+    assert keyword_paths(tmp_path / "lib", "puncture") == [str(folder / "bike.pdf")]
+    assert keyword_paths(tmp_path / "lib", "deductible") == [str(folder / "taxes.docx")]
+
+
+def partial_rows(db: Path, path: Path) -> tuple[int, str | None]:
+    """(chunks committed, error) of one file, read without waiting on the writer."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("select n_chunks, error from files where path = ?", (str(path),)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0, None
+    return row or (0, None)
+
+
+def test_a_large_file_is_committed_in_groups_and_a_killed_sync_goes_on(tmp_path, encoder):
+    from edge_dse.library import EMBED_GROUP_CHUNKS
+
+    folder, lib_dir = tmp_path / "docs", tmp_path / "lib"
+    folder.mkdir()
+    big = folder / "big.txt"
+    big.write_text("".join(f"Paragraph {i}: the marker word m{i:04d}x stands in it. " + "filler words here " * 40
+                           + "\n\n" for i in range(700)), encoding="utf-8")
+    total = len(chunk_text(extract(big)))
+    assert total > 2 * EMBED_GROUP_CHUNKS
+    proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "-q", "-l", str(lib_dir), "--model", MODEL,
+                             "index", str(folder)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300  # a safety net: the wait is for the first group's commit
+    while partial_rows(lib_dir / "catalog.db", big)[0] == 0 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate()
+    done, error = partial_rows(lib_dir / "catalog.db", big)
+    assert 0 < done < total, "the sync finished before it could be stopped"
+    assert error == f"partly indexed: {done} of {total} chunks (stopped mid-way: the next sync goes on)"
+    with Library(lib_dir, model=encoder, progress=False) as lib:
+        assert [Path(h.path).name for h in lib.search("m0000x", mode="keyword")] == ["big.txt"]  # committed, searchable
+        report = lib.sync()
+        assert report.chunks == total - done and report.failed == 0  # went on, not from zero
+        stored = [r[0] for r in lib.catalog.db.execute("select text from chunks where path = ? order by id", (str(big),))]
+        assert stored == [c.text for c in chunk_text(extract(big))]  # every chunk once, in order
+        assert lib.catalog.file_state(str(big)).status == "ok"
+        assert lib.sync().chunks == 0

@@ -4,6 +4,7 @@ library folder (no telemetry, no caches in HOME, XDG dirs, TMPDIR or the working
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -123,3 +124,115 @@ def test_no_python_code_touches_the_network_or_writes_outside_the_library(tmp_pa
     assert os.listdir(cwd) == [], "files written to the working folder"
     assert snapshot(docs) == before_docs, "the indexed folder was changed"
     assert snapshot(MODEL) == before_model, "the model folder was changed"
+
+
+# -- files swapped between the scan and the read -----------------------------------------------
+# A real sync in a child process, paused between its scan and its reads (the window an attacker
+# races for): it prints "scanned" and waits for a line on stdin while the test swaps files.
+PAUSED_SYNC = """
+import json, sys
+import edge_dse.ingest as ingest
+from edge_dse import Library
+
+scan = ingest.discover
+
+def discover(*args, **kwargs):
+    found = list(scan(*args, **kwargs))
+    print("scanned", flush=True)
+    sys.stdin.readline()
+    return found
+
+ingest.discover = discover
+with Library(sys.argv[1], model=sys.argv[2], progress=False) as lib:
+    report = lib.sync()
+print(json.dumps(report.errors), flush=True)
+"""
+
+
+def sync_with_a_swap(lib_dir: Path, swap) -> list[list[str]]:
+    """Sync in a child process; `swap()` runs after its scan, before it reads. The errors it
+    reported. A sync that hangs is killed and fails the test (the timeout is only a safety net)."""
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_SYNC, str(lib_dir), str(MODEL)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "scanned", proc.stderr.read()
+        swap()
+        out, err = proc.communicate("go\n", timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the sync hung on a file swapped in after its scan")
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    return json.loads(out)
+
+
+@pytest.fixture
+def indexed(tmp_path, encoder):
+    """A folder of two notes, indexed; a secret outside it; notes.txt then rewritten, so the
+    next sync reads it again."""
+    from edge_dse import Library
+
+    folder, secret = tmp_path / "docs", tmp_path / "home" / ".ssh" / "id_rsa"
+    folder.mkdir()
+    secret.parent.mkdir(parents=True)
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- zebracornsecret -----END OPENSSH PRIVATE KEY-----\n")
+    (folder / "notes.txt").write_text("Plant the tulip bulbs in autumn, pointed end up.\n")
+    write_topic(folder, "bread", ".md")
+    with Library(tmp_path / "lib", model=encoder, progress=False) as lib:
+        lib.add(folder)
+    (folder / "notes.txt").write_text("Plant the tulip bulbs in autumn, pointed end up, ten cm deep.\n")
+    return tmp_path / "lib", folder, secret
+
+
+def replaced(path: Path, make):
+    """A swap: `path` deleted, and `make(path)` (a symlink, a FIFO) put in its place."""
+    def swap():
+        path.unlink()
+        make(path)
+
+    return swap
+
+
+def keyword_paths(lib_dir: Path, query: str) -> list[str]:
+    from edge_dse import Library
+
+    with Library(lib_dir, model=MODEL, readonly=True, progress=False) as lib:
+        return [Path(h.path).name for h in lib.search(query, mode="keyword")]
+
+
+def test_a_symlink_to_a_secret_swapped_in_after_the_scan_is_not_read(indexed):
+    lib_dir, folder, secret = indexed
+    notes = folder / "notes.txt"
+
+    errors = sync_with_a_swap(lib_dir, replaced(notes, lambda p: p.symlink_to(secret)))
+    assert [Path(p).name for p, _ in errors] == ["notes.txt"] and "symlink" in errors[0][1]
+    assert keyword_paths(lib_dir, "zebracornsecret") == []  # the key's text was never read
+    assert keyword_paths(lib_dir, "tulip") == []  # a file refused by rule loses what was indexed of it
+    assert keyword_paths(lib_dir, "sourdough") == ["bread.md"]
+
+
+def test_a_file_that_became_a_symlink_out_of_the_folder_loses_its_chunks(indexed, encoder):
+    from edge_dse import Library
+
+    lib_dir, folder, secret = indexed
+    notes = folder / "notes.txt"
+    notes.unlink()
+    notes.symlink_to(secret)
+    with Library(lib_dir, model=encoder, progress=False) as lib:
+        report = lib.sync()
+        assert [(Path(p).name, why) for p, why in report.errors] == [("notes.txt", "symlink points outside the folder")]
+        assert lib.status()["errors_detail"] == [(str(notes), "symlink points outside the folder")]
+    assert keyword_paths(lib_dir, "tulip") == [] and keyword_paths(lib_dir, "zebracornsecret") == []
+
+
+def test_a_fifo_swapped_in_after_the_scan_does_not_hang_the_sync(indexed, encoder):
+    from edge_dse import Library
+
+    lib_dir, folder, _ = indexed
+    notes = folder / "notes.txt"
+
+    errors = sync_with_a_swap(lib_dir, replaced(notes, os.mkfifo))
+    assert [(Path(p).name, why) for p, why in errors] == [("notes.txt", "not a regular file (pipe, socket or device)")]
+    assert keyword_paths(lib_dir, "tulip") == []
+    with Library(lib_dir, model=encoder, progress=False) as lib:  # the writer lock was let go
+        assert lib.sync().failed == 1

@@ -20,6 +20,8 @@ from ..errors import ExtractError
 # A .docx is a zip: refuse archives that would inflate past this (zip bombs).
 MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 MAX_ZIP_RATIO = 200
+# A .gz file may not inflate past the size limit a plain file has (ingest.discover.DEFAULT_MAX_BYTES).
+MAX_GUNZIPPED_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
-def _looks_binary(data: bytes) -> bool:
+def looks_binary(data: bytes) -> bool:
     head = data[:8192]
     if b"\x00" in head:
         return True
@@ -56,7 +58,7 @@ def decode_text(data: bytes) -> str:
                 return data.decode(enc)
             except UnicodeDecodeError as exc:
                 raise ExtractError(f"invalid {enc} text: {exc.reason} at byte {exc.start}") from exc
-    if _looks_binary(data):
+    if looks_binary(data):
         raise ExtractError("binary content, not text")
     try:
         return data.decode("utf-8")
@@ -275,6 +277,21 @@ def extract_docx(data: bytes) -> Extracted:
     return Extracted("\n\n".join(parts), heads)
 
 
+def gunzip(data: bytes, limit: int = MAX_GUNZIPPED_BYTES) -> bytes:
+    """The content of a gzip file, refused past `limit` bytes (a gzip bomb is read no further)."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+            out = fh.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ExtractError(f"not a valid .gz file ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    if len(out) > limit:
+        raise ExtractError(f"too large once decompressed: over {limit / 1024 / 1024:.1f} MB (a gzip bomb?)")
+    return out
+
+
 def extract(path: Path, data: bytes | None = None) -> Extracted:
     """The text of a file and its headings; raises ExtractError(reason) for a bad file."""
     path = Path(path)
@@ -283,6 +300,8 @@ def extract(path: Path, data: bytes | None = None) -> Extracted:
             data = path.read_bytes()
         except OSError as exc:
             raise ExtractError(f"unreadable: {exc.strerror or exc}") from exc
+    if path.suffix.lower() == ".gz":  # README.gz, changelog.Debian.gz: the text inside, as its own name
+        data, path = gunzip(data), path.with_suffix("")
     name = path.name.lower()
     suffix = path.suffix.lower()
     try:

@@ -21,6 +21,7 @@ so using them inside ours would break put_file's all-or-nothing promise.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import threading
@@ -364,7 +365,24 @@ class Catalog:
         with self.transaction():
             self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction():
+            self._conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- folders --------------------------------------------------------------------------
+    @staticmethod
+    def skipped_key(folder: str) -> str:
+        """Meta key of a folder's files of other types, counted by kind at its last sync (JSON)."""
+        return f"skipped:{folder}"
+
+    def skipped(self) -> dict[str, int]:
+        """Files of other types (not indexed) in all folders, by kind, most first."""
+        total: dict[str, int] = {}
+        for folder in self.folders():
+            for kind, n in json.loads(self.get_meta(self.skipped_key(folder)) or "{}").items():
+                total[kind] = total.get(kind, 0) + n
+        return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def add_folder(self, path: str) -> None:
         import time
 
@@ -383,6 +401,7 @@ class Catalog:
             ).rowcount
             n_files = self._conn.execute("DELETE FROM files WHERE folder = ?", (str(path),)).rowcount
             self._conn.execute("DELETE FROM folders WHERE path = ?", (str(path),))
+            self._conn.execute("DELETE FROM meta WHERE key = ?", (self.skipped_key(path),))
             if n_chunks:
                 self._bump_generation()
         return n_files
@@ -410,43 +429,85 @@ class Catalog:
         chunks: objects with .start .end .text .heading; vectors: float32, one row per chunk.
         The folder row is created if missing. Bumps the generation.
         """
+        path, folder = str(path), str(folder)
+        with self.transaction():
+            self._upsert_file(folder, path, size, mtime_ns, sha256, "ok", None, len(chunks))
+            ids = self._insert_chunks(path, chunks, vectors)
+        return ids
+
+    def _upsert_file(self, folder: str, path: str, size: int | None, mtime_ns: int | None, sha256: str,
+                     status: str, error: str | None, n_chunks: int) -> None:
+        """A file's row, its chunks deleted (inside a transaction)."""
+        self._conn.execute("INSERT OR IGNORE INTO folders (path, added_ns) VALUES (?, 0)", (folder,))
+        self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
+        self._conn.execute(
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET folder = excluded.folder, size = excluded.size, "
+            "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, status = excluded.status, "
+            "error = excluded.error, n_chunks = excluded.n_chunks",
+            (path, folder, size, mtime_ns, sha256, status, error, n_chunks),
+        )
+
+    def _insert_chunks(self, path: str, chunks: Sequence[Any], vectors: np.ndarray) -> list[int]:
+        """Add chunks to a file (inside a transaction); bumps the generation."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(chunks):
             if vectors.ndim != 2 or vectors.shape[0] != len(chunks):
                 raise ValueError(f"put_file({path!r}): {len(chunks)} chunks but vectors of shape {vectors.shape}")
-        path, folder = str(path), str(folder)
-        with self.transaction():
-            if len(chunks):
-                row = self._conn.execute("SELECT length(vector) FROM chunks WHERE path != ? LIMIT 1", (path,)).fetchone()
-                if row and row[0] != vectors.shape[1] * 4:
-                    raise ModelMismatchError(
-                        f"vectors of dim {vectors.shape[1]} for {path}, but the catalog holds dim "
-                        f"{row[0] // 4}: re-index the library with one model (`edge-dse index`)"
-                    )
-            self._conn.execute("INSERT OR IGNORE INTO folders (path, added_ns) VALUES (?, 0)", (folder,))
-            self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
-            self._conn.execute(
-                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'ok', NULL, ?) "
-                "ON CONFLICT(path) DO UPDATE SET folder = excluded.folder, size = excluded.size, "
-                "mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256, status = 'ok', error = NULL, "
-                "n_chunks = excluded.n_chunks",
-                (path, folder, size, mtime_ns, sha256, len(chunks)),
-            )
-            ids = []
-            for chunk, vector in zip(chunks, vectors):
-                cur = self._conn.execute(
-                    'INSERT INTO chunks (path, "start", "end", heading, text, vector) VALUES (?, ?, ?, ?, ?, ?)',
-                    (path, int(chunk.start), int(chunk.end), getattr(chunk, "heading", "") or "", chunk.text, vector.tobytes()),
+            row = self._conn.execute("SELECT length(vector) FROM chunks WHERE path != ? LIMIT 1", (path,)).fetchone()
+            if row and row[0] != vectors.shape[1] * 4:
+                raise ModelMismatchError(
+                    f"vectors of dim {vectors.shape[1]} for {path}, but the catalog holds dim "
+                    f"{row[0] // 4}: re-index the library with one model (`edge-dse index`)"
                 )
-                ids.append(cur.lastrowid)
-            self._bump_generation()
+        ids = []
+        for chunk, vector in zip(chunks, vectors):
+            cur = self._conn.execute(
+                'INSERT INTO chunks (path, "start", "end", heading, text, vector) VALUES (?, ?, ?, ?, ?, ?)',
+                (path, int(chunk.start), int(chunk.end), getattr(chunk, "heading", "") or "", chunk.text, vector.tobytes()),
+            )
+            ids.append(cur.lastrowid)
+        self._bump_generation()
         return ids
 
-    def put_error(self, folder: str, path: str, size: int | None, mtime_ns: int | None, reason: str) -> None:
-        """Record that a file failed, with its reason. Its previously indexed chunks stay
-        (a transient failure must not lose them); size/mtime given as None keep the old ones."""
+    # A large file is committed in groups of chunks (Library._embed_large). Until its last group,
+    # its row holds this tag instead of its hash (so no copy reuses its chunks as complete), no
+    # size (so the next sync reads it again and goes on), and says how far it got.
+    @staticmethod
+    def partial_tag(sha256: str) -> str:
+        return f"partial:{sha256}"
+
+    def put_partial(self, folder: str, path: str, sha256: str, chunks: Sequence[Any], vectors: np.ndarray, *,
+                    total: int, first: bool) -> None:
+        """Commit one group of a large file's chunks (the first group replaces its old ones)."""
         path, folder = str(path), str(folder)
         with self.transaction():
+            if first:
+                self._upsert_file(folder, path, None, None, self.partial_tag(sha256), "error", None, 0)
+            self._insert_chunks(path, chunks, vectors)
+            self._conn.execute(
+                "UPDATE files SET n_chunks = n_chunks + ?, error = 'partly indexed: ' || (n_chunks + ?) || ' of ' || ? "
+                "|| ' chunks (stopped mid-way: the next sync goes on)' WHERE path = ?",
+                (len(chunks), len(chunks), total, path),
+            )
+
+    def finish_partial(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        """A large file's last group is in: it is a complete, ok file."""
+        with self.transaction():
+            self._conn.execute("UPDATE files SET size = ?, mtime_ns = ?, sha256 = ?, status = 'ok', error = NULL "
+                               "WHERE path = ?", (size, mtime_ns, sha256, str(path)))
+
+    def put_error(self, folder: str, path: str, size: int | None, mtime_ns: int | None, reason: str, *,
+                  drop_chunks: bool = False) -> None:
+        """Record that a file failed, with its reason. Its previously indexed chunks stay
+        (a transient failure must not lose them) unless drop_chunks (a file now refused by rule:
+        a symlink out of the folder, too large, not a regular file); size/mtime given as None keep
+        the old ones."""
+        path, folder = str(path), str(folder)
+        with self.transaction():
+            if drop_chunks and self._conn.execute("DELETE FROM chunks WHERE path = ?", (path,)).rowcount:
+                self._conn.execute("UPDATE files SET sha256 = NULL, n_chunks = 0 WHERE path = ?", (path,))
+                self._bump_generation()
             self._conn.execute("INSERT OR IGNORE INTO folders (path, added_ns) VALUES (?, 0)", (folder,))
             self._conn.execute(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, NULL, 'error', ?, 0) "
@@ -585,9 +646,22 @@ class Catalog:
                 "errors": one("SELECT count(*) FROM files WHERE status = 'error'"),
             }
 
-    def errors(self) -> list[tuple[str, str]]:
+    def errors(self, limit: int | None = None) -> list[tuple[str, str]]:
+        """(path, reason) of failed files, by path; the first `limit` of them when given."""
         with self._lock:
-            return [(p, e or "") for p, e in self._conn.execute("SELECT path, error FROM files WHERE status = 'error' ORDER BY path")]
+            return [(p, e or "") for p, e in self._conn.execute(
+                "SELECT path, error FROM files WHERE status = 'error' ORDER BY path LIMIT ?",
+                (-1 if limit is None else int(limit),))]
+
+    def error_kinds(self) -> dict[str, int]:
+        """Failed files counted by the kind of their reason ("empty", "too large", ...: the
+        reason up to its first ":" or " ("), most first."""
+        kinds: dict[str, int] = {}
+        with self._lock:
+            for (reason,) in self._conn.execute("SELECT error FROM files WHERE status = 'error'"):
+                kind = re.split(r":| \(", reason or "unknown", maxsplit=1)[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+        return dict(sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def free_fraction(self) -> float:
         """The share of the file's pages that deletions left empty (SQLite reuses them, but
@@ -597,11 +671,20 @@ class Catalog:
             free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
         return free / pages if pages else 0.0
 
+    def optimize_keywords(self) -> None:
+        """Merge the FTS5 index into one segment. Deleting a chunk only adds a "delete" entry to
+        the keyword index: its old entries stay on disk until the segments are merged (a removed
+        folder's text kept megabytes for 3 live chunks). Costs a rewrite of the keyword index:
+        done after a folder is removed, and before a VACUUM, not after every sync."""
+        with self.transaction():
+            self._conn.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('optimize')")
+
     def reclaim_space(self, threshold: float = RECLAIM_FRACTION) -> bool:
         """VACUUM when more than `threshold` of the file is free pages; returns whether it did.
         The caller holds the writer lock; WAL readers keep reading through it."""
         if self.readonly or self._depth or self.free_fraction() <= threshold:
             return False
+        self.optimize_keywords()  # its dead entries become free pages too, for the VACUUM to drop
         with self._lock:
             self._conn.execute("VACUUM")
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import LibraryLockedError
+from ..errors import EdgeDSEError, LibraryLockedError
 
 POLL_S = 0.05  # how often a waiting acquire() retries; small beside any real write
 
@@ -80,8 +80,12 @@ class WriterLock:
         if self._depth:
             self._depth += 1
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+        except PermissionError as exc:
+            raise EdgeDSEError(f"cannot write the library at {self.path.parent}: permission denied on "
+                               f"{exc.filename or self.path}: give yourself write access to the folder and its files") from None
         deadline = time.monotonic() + max(0.0, timeout)
         try:
             while not _try_lock(fd):
