@@ -143,7 +143,9 @@ class Encoder:
         if self._counting_tokenizer is None:
             from tokenizers import Tokenizer
 
-            self._counting_tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+            # A copy of the loaded one, not a re-read of the file: an Encoder may outlive its folder
+            # (a cluster worker loads the model from a temporary one).
+            self._counting_tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
             self._counting_tokenizer.no_padding()
             self._counting_tokenizer.no_truncation()
         return [a for a, _ in self._counting_tokenizer.encode(text, add_special_tokens=False).offsets]

