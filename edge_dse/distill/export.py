@@ -765,7 +765,11 @@ def training_md(training: dict) -> str:
     config = training.get("config") or {}
     tables = {"curve", "trials"}
     figures = {k: v for k, v in training.items() if k != "config" and k not in tables}
+    text_set = figures.pop("text_set", None)
     lines = [f"- {k.replace('_', ' ')}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in figures.items()]
+    if text_set:
+        lines.append(f"- text set ({text_set['pairs']:,} pairs, {text_set['texts']:,} texts, seed {text_set['seed']}; the run took "
+                     "the first `pairs` of it): " + ", ".join(f"{k} {v:,}" for k, v in text_set["by_source_shape"].items()))
     if config:
         lines.append("- settings: " + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in config.items()))
     if training.get("curve"):
@@ -786,9 +790,14 @@ def evaluation_md(card: dict) -> list[str]:
     ev = card.get("evaluation")
     if not ev:
         return []
-    return ["", "## Held-out evaluation", "",
-            f"Measured {ev.get('date')} on {ev.get('cpu')} with:", "", "```", ev.get("command", ""), "```", "",
-            ev.get("table", ""), ""]
+    lines = ["", "## Held-out evaluation", "",
+             f"Measured {ev.get('date')} on {ev.get('cpu')} with:", "", "```", ev.get("command", ""), "```", "",
+             ev.get("table", ""), ""]
+    promotion = card.get("promotion")
+    if promotion:  # written by `edge-dse eval --promote`; config.default_model_name() reads it
+        lines += [f"Default encoder? **{'yes' if promotion.get('default') else 'no, opt-in'}** (rule: {promotion.get('rule')}; "
+                  f"{promotion.get('speedup')}x the baseline's docs/s)" + (": " + "; ".join(promotion["short"]) if promotion.get("short") else "") + ".", ""]
+    return lines
 
 
 # -- command line ------------------------------------------------------------------------------

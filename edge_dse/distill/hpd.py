@@ -278,6 +278,7 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
     student_mod.save(student, cfg, final)
     tc.write_json(out / "train.json", {
         "stage": "1: projective distillation (HPD) of all-mpnet-base-v2", "config": asdict(cfg), "pairs": len(run.a),
+        "text_set": json.loads((Path(text_dir) / "manifest.json").read_text()),
         "texts": len(run.texts), "projection_keeps": round(run.retained, 4), "bf16_autocast": bf16,
         "train_seconds": round(time.perf_counter() - started), "curve": curve, **loop.summary(),
         **({"trials": json.loads((out.parent / "trials.json").read_text())} if (out.parent / "trials.json").is_file() else {}),

@@ -227,7 +227,7 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
     if _step("stage 1 export", (asset / "card.json").is_file(), log):
         export_student(plan, model_dir, asset, stage="stage 1 (projective distillation of all-mpnet-base-v2)",
                        model_id="edge-dse/student-hpd-l3-256", training=hpd_dir / "student" / "train.json", log=log)
-    regulariser = hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
+    regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
     return model_dir, regulariser
 
 
