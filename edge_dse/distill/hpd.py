@@ -286,11 +286,13 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
     return final
 
 
-TRIALS = (  # (name, overrides): which 3 layers, dropout, learning rate; measured on a small slice
+TRIALS = (  # (name, overrides): which 3 layers, dropout, learning rate, the in-batch loss; on a small slice
     ("layers 0,2,5", {}),
     ("layers 0,1,2", {"keep_layers": (0, 1, 2)}),
     ("layers 1,3,5", {"keep_layers": (1, 3, 5)}),
+    ("layers 0,2,5, no dropout", {"dropout": False}),
     ("layers 0,2,5, lr 3e-4", {"lr": 3e-4}),
+    ("layers 0,2,5, regression only (no in-batch KL)", {"rank_weight": 0.0}),
 )
 
 
