@@ -62,7 +62,7 @@ def real_passages(limit: int, data_dir: str | os.PathLike | None = None, seed: i
     """Up to `limit` distinct real passages for the search section: the Python docs passages
     first (pydoc_passages' seeded order, so a cache of the first ones stays valid), then the
     passages of the distiller's splits in `data_dir` (Debian descriptions, WordNet glosses:
-    DATA.md's sources), seeded order. With only the Python docs (~15k passages) a 1M-chunk index
+    the Debian text sources), seeded order. With only the Python docs (~15k passages) a 1M-chunk index
     would be ~70 near-copies of each passage, and recall@10 "vs exact" would mostly measure how
     an index orders those near-ties; more real text keeps the copies per passage low.
     Returns (passages, {source: count})."""

@@ -2,7 +2,7 @@
 
     python -m bench.modes [--distractors 0|N] [--threads 2]
 
-A dev retrieval set from the Python docs FAQ (DATA.md): every question heading that ends in "?"
+A dev retrieval set from the Python docs FAQ (docs/invariants.md, training data): every question heading that ends in "?"
 is a query, its answer section (heading removed, so the query's words are not handed to the
 index) is written as one file, and a hit counts when it comes from that file. --distractors N
 adds N other Python docs source files (faq/ excluded) to the library, so the right answer has to

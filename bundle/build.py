@@ -6,7 +6,7 @@ Why a venv of its own: PyInstaller bundles whatever the environment can import, 
 holds torch and transformers (the train extra); this one holds the run time, the ui extra and
 the bundle extra only. hnswlib is compiled here with HNSWLIB_NO_NATIVE=1: its setup.py otherwise
 builds with -march=native and the bundle would die with "illegal instruction" on an older CPU
-(STACK.md). --no-cache-dir keeps pip from reusing a wheel it compiled natively before.
+(hnswlib's setup.py builds with -march=native unless HNSWLIB_NO_NATIVE is set). --no-cache-dir keeps pip from reusing a wheel it compiled natively before.
 
 A venv that already exists is reused (its hnswlib was checked when it was made); --fresh
 remakes it. Prints the bundle's size and the time each step took.

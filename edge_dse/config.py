@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-# onnxruntime writes telemetry files on plain import unless this is set first (STACK.md).
+# onnxruntime writes telemetry files on plain import unless this is set first (seen under ~/.cache/Microsoft and $TMPDIR/.ses).
 _OFFLINE_ENV = {
     "ORT_DISABLE_TELEMETRY": "1",
     "GRADIO_ANALYTICS_ENABLED": "False",
@@ -106,7 +106,7 @@ def default_model_name() -> str:
 def default_threads() -> int:
     """onnxruntime threads: $EDGE_DSE_THREADS, else the usable cores (at most 8).
 
-    Set explicitly because onnxruntime's default can oversubscribe (STACK.md).
+    Set explicitly because onnxruntime's default can oversubscribe the cores.
     """
     env = os.environ.get(ENV_THREADS)
     if env:

@@ -2,7 +2,7 @@
 
 Layout of a library folder:
     catalog.db   SQLite (WAL): folders, files and their state, chunks with text and vectors.
-                 The source of truth (DESIGN.md invariant 1).
+                 The source of truth: the HNSW file is derived from it.
     ann.*        the HNSW index: a cache derived from the catalog, tagged with the catalog
                  generation it reflects; rebuilt when missing, stale or unreadable.
     write.lock   held by the one process that writes (invariant 2).

@@ -1,7 +1,7 @@
 """The real `edge-dse ui` in a real browser (headless Chromium driven by Playwright), and its API
 route through gradio_client.
 
-Needs the ui extra, playwright and Debian's chromium (STACK.md: playwright cannot download its
+Needs the ui extra, playwright and Debian's chromium (playwright cannot download its
 own browser here). Elsewhere the test skips with the reason; in CI (CI=true) a missing piece is
 a failure, so the browser test never silently stops running there.
 """

@@ -101,7 +101,7 @@ def test_selftest_passes_and_leaves_no_telemetry(built, user_env, tmp_path):
     else:
         assert "rerank SKIPPED: no teacher ships" in done.stdout
     assert snapshot(bundle) == before, "the selftest wrote inside the bundle"
-    # onnxruntime's telemetry files (STACK.md) would be here, had it not been switched off.
+    # onnxruntime's telemetry files (under ~/.cache/Microsoft, written on plain import) would be here, had it not been switched off.
     assert not (tmp_path / "home" / ".cache" / "Microsoft").exists()
     assert not list((tmp_path / "tmp").glob(".ses*"))
 

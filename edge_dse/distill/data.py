@@ -1,4 +1,4 @@
-"""Training pairs for distillation, from the text DATA.md allows (Debian packages, nothing downloaded).
+"""Training pairs for distillation, from the text docs/invariants.md allows (Debian packages, nothing downloaded).
 
     python -m edge_dse.distill.data --out work/distill/data
 

@@ -48,7 +48,7 @@ MEASURE_BATCH = 32  # the run-time encoder's default batch size
 
 # The settings `bench/quantization.py` chose: the fastest with mean cosine to fp32 >= 0.99 on real
 # text, and reduce_range kept because the shipped model must also be accurate on AVX2 CPUs without
-# VNNI, where 8-bit weights saturate the u8*s8 multiply (STACK.md: cosine down to 0.92 there).
+# VNNI, where 8-bit weights saturate the u8*s8 multiply (docs/invariants.md: cosine down to 0.92 there).
 # Gather (the embedding tables) is quantised as well: MatMul-only leaves 47 MB of fp32 embeddings
 # and a 59 MB file, MatMul+Gather gives 23 MB at the same speed and cosine.
 QUANTIZATION = {
@@ -739,7 +739,7 @@ def render_card_md(card: dict) -> str:
             lines += ["", f"Fastest with mean cosine >= 0.99 on this CPU: {alt['choice']}."]
         lines += ["", f"Shipped: QInt8, per_channel={q.get('per_channel')}, reduce_range={q.get('reduce_range')}, "
                   f"ops {q.get('op_types')}. reduce_range costs a few percent of speed on this VNNI CPU but keeps "
-                  "the 7-bit weights from saturating the u8*s8 multiply on AVX2 CPUs without VNNI (STACK.md: cosine "
+                  "the 7-bit weights from saturating the u8*s8 multiply on AVX2 CPUs without VNNI (docs/invariants.md: cosine "
                   "down to 0.92 there without it); per_channel is what keeps cosine >= 0.99; Gather quantises the "
                   "embedding table (59 MB -> 23 MB at the same speed and cosine)."]
     lines += evaluation_md(card)

@@ -2,7 +2,7 @@
 
     python -m edge_dse.distill.labels --models work/models/mpnet-int8 baseline
 
-No cross-encoder weights exist offline (DATA.md), so the teacher learns from these (Trans-Encoder):
+No cross-encoder weights exist offline (docs/invariants.md, training data), so the teacher learns from these (Trans-Encoder):
 the cosine of each (query, candidate) pair under several bi-encoders, which the teacher training
 standardises per model and averages (mutual distillation), next to the natural positive (gold).
 Each model's scores are kept apart, so that an ensemble can be re-weighted without re-embedding.

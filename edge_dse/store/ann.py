@@ -1,6 +1,6 @@
 """The HNSW index: a cache of the catalog's vectors for fast approximate search.
 
-SQLite holds every vector (DESIGN.md invariant 1); this index is derived from it and tagged
+SQLite holds every vector (docs/invariants.md, 1); this index is derived from it and tagged
 with the catalog generation it reflects. Whenever it is missing, stale, unreadable, built for
 another catalog or another dimension, it is rebuilt or refreshed from the catalog, so losing or
 damaging it costs time, never data.

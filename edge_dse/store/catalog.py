@@ -1,4 +1,4 @@
-"""The catalog: one SQLite file that is the library's source of truth (DESIGN.md invariant 1).
+"""The catalog: one SQLite file that is the library's source of truth (docs/invariants.md, 1).
 
 Tables
     meta      key/value: schema_version, catalog_id (a random id, so an HNSW cache built for

@@ -1,4 +1,4 @@
-"""One writer at a time, across processes (DESIGN.md invariant 2).
+"""One writer at a time, across processes (docs/invariants.md, 2).
 
 The lock is an OS file lock (flock on POSIX, msvcrt.locking on Windows) on a small file in the
 library folder. The OS drops it when the holder's file descriptor closes, including when the
