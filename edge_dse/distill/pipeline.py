@@ -214,8 +214,8 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
     vectors = hpd_dir / plan.hpd_labeller
     texts, pairs = hpd_texts.read(hpd_dir / "texts")
     n_pairs = min(plan.hpd_pairs, len(pairs))
-    if _step("stage 1 vectors", hpd_vectors.labelled_count(vectors, len(hpd_texts.texts_in_order(pairs, n_pairs))) >=
-             len(hpd_texts.texts_in_order(pairs, n_pairs)), log):
+    needed = len(hpd_texts.texts_in_order(pairs, n_pairs))
+    if _step("stage 1 vectors", hpd_vectors.labelled_count(vectors, needed) >= needed, log):
         model = prepare_mpnet(plan.work.parent / "models", log) if plan.hpd_labeller == "mpnet" else plan.hpd_labeller
         hpd_vectors.label(hpd_dir / "texts", vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log)
     cfg = hpd.HPDConfig(base=base, pairs=n_pairs, epochs=plan.hpd_epochs, seed=plan.seed,
