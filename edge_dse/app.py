@@ -35,6 +35,8 @@ from .modes import DEFAULT_MODE, MODES
 SHUTDOWN_SECONDS = 5
 
 SNIPPET_CHARS = 240
+# What the progress bar says while the teacher scores (the browser test looks for it).
+RERANK_PROGRESS = "the teacher is re-scoring the top hits"
 # Failed files the Library tab lists by name (the others are counted by kind).
 FAILED_ROWS = 200
 
@@ -91,6 +93,8 @@ def hits_html(hits: Sequence[Hit], *, k: int, title: str, query: str = "", reran
             move = f'<span class="edse-move{" down" if m.startswith("↓") else ""}">{m}</span>'
             if m == "new":  # from below the student's cut: say from where
                 move += f'<span class="edse-was">(student #{hit.student_rank})</span> '
+            elif not m:  # below the teacher's depth: the student's order and score
+                move = '<span class="edse-was">(not re-scored)</span> '
         heading = f" — {html.escape(hit.heading)}" if hit.heading else ""
         rows.append(
             f'<div class="edse-hit" data-rank="{hit.rank}">'
@@ -163,6 +167,9 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
         raise EdgeDSEError(f"the UI needs the ui extra ({exc.name} is missing): pip install 'edge-dse[ui]'") from exc
 
     svc = Service(library, teacher=teacher, model=model, threads=threads, wait=wait)
+    # The teacher loads in the background from now on: the first rerank click waits for this
+    # load if it is not done (never starts a second one) instead of paying for all of it.
+    svc.preload_teacher()
 
     def rerank_info():
         return ("re-order the hits with the teacher (slower, better)" if not svc.teacher_problem
@@ -170,10 +177,14 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
 
     # -- search -----------------------------------------------------------------------------
     @guarded(lambda m: ("", "", "", m, gr.update(choices=[], value=None)))
-    def do_search(query, k, mode, rerank):
+    def do_search(query, k, mode, rerank, progress=gr.Progress()):
         """Search the library: (student HTML, teacher HTML, timings and agreement, message, hits to open)."""
         k = int(k or 10)
-        res = svc.search(query, k, mode, bool(rerank))
+
+        def teacher_progress(done, total):  # after each batch the teacher scores
+            progress((done, total), desc=RERANK_PROGRESS, unit="hits")
+
+        res = svc.search(query, k, mode, bool(rerank), on_progress=teacher_progress)
         empty = res.note or "no results"
         # Named after the model that ranked it: the default encoder is the baseline, not the student.
         title = f"Search order ({res.encoder})" if res.encoder else "Keyword (BM25) order"
@@ -192,11 +203,11 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
         return (student, teacher_col, line, f"ℹ️ {res.note}" if res.note else "",
                 gr.update(choices=open_choices(res), value=None))
 
-    def on_rerank_toggle(query, k, mode, rerank):
+    def on_rerank_toggle(query, k, mode, rerank, progress=gr.Progress()):
         # Toggling before any query is typed is not an error worth a message.
         if not (query or "").strip():
             return (gr.skip(),) * 5
-        return do_search(query, k, mode, rerank)
+        return do_search(query, k, mode, rerank, progress)
 
     def open_html(path, start, end):
         before, chunk, after, s, e = svc.open_chunk(path, int(start), int(end))

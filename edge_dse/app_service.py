@@ -16,19 +16,19 @@ import ipaddress
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import config
 from .errors import EdgeDSEError
 from .library import MAX_QUERY_CHARS, Hit, Library
 from .modes import DEFAULT_MODE
 
-# The teacher re-scores more than the k hits shown, so it can pull up a hit the student ranked
-# just below the cut (shown as "new"); capped because the teacher is the slow model.
-RERANK_POOL_MIN = 20
-RERANK_POOL_MAX = 50
+if TYPE_CHECKING:
+    from .rerank import Progress, Reranker
+
 MAX_K = 50
 # Characters of the file shown on each side of an opened chunk.
 CONTEXT_CHARS = 1500
@@ -164,6 +164,64 @@ class SearchResult:
     encoder: str = ""  # id of the bi-encoder that ranked the first column ("" in keyword mode: BM25 did)
 
 
+class TeacherLoad:
+    """The teacher (a Reranker), loaded once in a background thread. The UI starts the load when
+    it opens, so the first rerank does not pay for it; a rerank asked for before the load is done
+    waits for that load instead of starting another. A load that failed is reported to the
+    searches that waited on it, and the next rerank tries again (a teacher fixed meanwhile)."""
+
+    def __init__(self, teacher: str | os.PathLike | None, threads: int | None) -> None:
+        self.teacher, self.threads = teacher, threads
+        self.loads = 0  # loads started
+        self._lock = threading.Lock()
+        self._done: threading.Event | None = None  # of the load under way or the last one
+        self._result: dict = {}  # the last load's "reranker" or "error"
+
+    @property
+    def done(self) -> threading.Event | None:
+        """The Event of the load under way or the last one (None: none started); starts nothing."""
+        return self._done
+
+    def start(self) -> threading.Event:
+        """Start loading unless a load is under way or done; the Event is set when it ends."""
+        return self._current()[0]
+
+    def _current(self) -> tuple[threading.Event, dict]:
+        """The load under way or done (started here when there is none): its Event and result."""
+        with self._lock:
+            if self._done is None:
+                self._done, self._result = threading.Event(), {}
+                self.loads += 1
+                threading.Thread(target=self._load, args=(self._done, self._result), name="teacher-load",
+                                 daemon=True).start()
+            return self._done, self._result
+
+    def _load(self, done: threading.Event, result: dict) -> None:
+        from .rerank import Reranker
+
+        try:
+            result["reranker"] = Reranker(self.teacher, threads=self.threads)
+        except BaseException as exc:  # handed to the waiting search: a waiter must never hang
+            result["error"] = exc
+        finally:
+            done.set()
+
+    def get(self) -> tuple["Reranker", float]:
+        """The loaded teacher (starting or waiting for its load), and the ms this call waited."""
+        done, result = self._current()
+        waited_ms = 0.0
+        if not done.is_set():
+            t0 = time.perf_counter()
+            done.wait()
+            waited_ms = (time.perf_counter() - t0) * 1000
+        if "error" in result:
+            with self._lock:
+                if self._done is done:
+                    self._done = None  # the next rerank loads again
+            raise result["error"]
+        return result["reranker"], waited_ms
+
+
 class Service:
     """What the page calls: one read-only Library for searches, a writing one per change."""
 
@@ -178,6 +236,12 @@ class Service:
         self._read_lock = threading.Lock()  # one search at a time through the shared reader
         self._write_lock = threading.Lock()  # one add/sync/remove at a time in this process
         self._teacher_problem = self._check_teacher()
+        self.teacher_load = TeacherLoad(teacher, threads)
+
+    def preload_teacher(self) -> threading.Event | None:
+        """Load the teacher in the background now (the UI does at start-up) so that the first
+        rerank need not; returns the Event set when that load ends (None: there is no teacher)."""
+        return None if self.teacher_problem else self.teacher_load.start()
 
     def _check_teacher(self) -> str:
         """Why reranking is unavailable ("" when a teacher folder is there). Checked without
@@ -207,7 +271,11 @@ class Service:
             self._reader = Library(self.path, model=self.model, readonly=True, progress=False, threads=self.threads)
         return self._reader
 
-    def search(self, query: str, k: int = 10, mode: str = DEFAULT_MODE, rerank: bool = False) -> SearchResult:
+    def search(self, query: str, k: int = 10, mode: str = DEFAULT_MODE, rerank: bool = False,
+               on_progress: "Progress | None" = None) -> SearchResult:
+        """The student's top k and, with rerank, the teacher's order of the student's top hits (as
+        many as its card's depth, at least k, so a hit below the cut can come up).
+        `on_progress(done, total)` hears of each batch the teacher scores."""
         query = query or ""
         note = ""
         if len(query) > MAX_QUERY_CHARS:
@@ -217,17 +285,24 @@ class Service:
             raise EdgeDSEError("type a query first (what you are looking for, in your own words)")
         k = max(1, min(int(k), MAX_K))
         teacher_note = f"reranking is off: {self.teacher_problem}" if rerank and self.teacher_problem else ""
-        rerank = rerank and not teacher_note
+        reranker, timings = None, {}
+        if rerank and not teacher_note:
+            try:  # waited for outside the read lock: searches without the teacher go on meanwhile
+                reranker, waited_ms = self.teacher_load.get()
+            except EdgeDSEError as exc:  # a broken teacher: the student's results still show
+                teacher_note = f"the teacher failed: {exc}"
+            else:
+                if waited_ms:  # this search waited for the load: part of its cost
+                    timings["teacher_load_ms"] = waited_ms
         with self._read_lock:
             lib = self.reader()
-            pool = min(max(2 * k, RERANK_POOL_MIN), RERANK_POOL_MAX) if rerank else k
-            hits = lib.search(query, k=pool, mode=mode)
-            timings = dict(hits.timings)
+            hits = lib.search(query, k=max(k, reranker.default_depth) if reranker else k, mode=mode)
+            timings.update(hits.timings)
             teacher_hits = None
-            if rerank and hits:
+            if reranker and hits:
                 try:
-                    reranked = lib.rerank(query, hits, teacher=self.teacher)
-                except EdgeDSEError as exc:  # a broken teacher: the student's results still show
+                    reranked = lib.rerank(query, hits, teacher=reranker, on_progress=on_progress)
+                except EdgeDSEError as exc:
                     teacher_note = f"the teacher failed: {exc}"
                 else:
                     timings.update(reranked.timings)

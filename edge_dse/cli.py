@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__, config
 from .errors import EdgeDSEError
 from .modes import DEFAULT_MODE
+from .rerank import DEFAULT_DEPTH as DEFAULT_RERANK_DEPTH
 
 
 def _library(args, **kwargs):
@@ -79,15 +80,27 @@ def cmd_search(args) -> int:
     # Undecodable bytes in argv arrive as lone surrogates, which no UTF-8 output can print:
     # echo them as U+FFFD, as the search reads them.
     query = args.query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    depth = None
+    if args.rerank_depth is not None and not args.rerank:
+        raise EdgeDSEError("--rerank-depth sets how many hits --rerank re-scores: add --rerank")
+    if args.rerank:
+        from .rerank import default_depth
+
+        # The teacher's card says how deep it pays to rerank (read before the search: the student
+        # fetches that many hits even when fewer are shown, so one below k can come up).
+        depth = args.rerank_depth or default_depth(args.teacher)
     with _library(args, readonly=True) as lib:
-        hits = lib.search(query, k=args.k, mode=args.mode)
-        if args.rerank and hits:
-            student_timings = hits.timings
-            hits = lib.rerank(query, hits, teacher=args.teacher)
-            hits.timings = {**student_timings, **hits.timings}
+        hits = lib.search(query, k=max(args.k, depth or 0), mode=args.mode)
+        if depth and hits:
+            from .library import Hits
+
+            reranked = lib.rerank(query, hits, teacher=args.teacher, depth=depth)
+            hits = Hits(reranked[: args.k], {**hits.timings, **reranked.timings}, reranked.mode)
     if args.json:
-        print(json.dumps({"query": query, "mode": hits.mode, "timings_ms": hits.timings,
-                          "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
+        out = {"query": query, "mode": hits.mode, "timings_ms": hits.timings}
+        if depth:
+            out["rerank_depth"] = depth  # the hits with a student_rank are the ones it re-scored
+        print(json.dumps({**out, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
         return 0
     if not hits:
         print("no results" + ("" if query.strip() else " (empty query)"))
@@ -235,6 +248,16 @@ def _add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
     parser.add_argument("-q", "--quiet", action="store_true", default=default(False), help="no progress bars or summaries")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                         help="extract, chunk and embed on a Ray cluster (cluster extra): ADDRESS as `ray start` "
@@ -286,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--rerank", action="store_true", help="re-order the hits with the teacher (slower, better)")
     p.add_argument("--teacher", default=None, help="teacher folder for --rerank (default: the shipped teacher)")
+    p.add_argument("--rerank-depth", type=_positive_int, default=None, metavar="N",
+                   help="with --rerank: how many of the student's top hits the teacher re-scores "
+                        f"(default: the depth the teacher's card records, else {DEFAULT_RERANK_DEPTH})")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("status", help="folders, counts, model, failed files")

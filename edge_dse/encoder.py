@@ -76,7 +76,7 @@ class Encoder:
         max_length: int | None = None,
     ) -> None:
         self.path = config.resolve_model_dir(model)
-        self.card = self._read_card(self.path)
+        self.card = self.read_card(self.path)
         self.id: str = self.card["id"]
         self.dim: int = int(self.card["dim"])
         self.pooling: str = self.card.get("pooling", "mean")
@@ -95,7 +95,9 @@ class Encoder:
 
     # -- loading ----------------------------------------------------------------------------
     @staticmethod
-    def _read_card(path: Path) -> dict:
+    def read_card(path: Path) -> dict:
+        """An asset folder's card, checked: its files are there and it records id and dim. The
+        Encoder and the Reranker (its teacher's card) both read cards here."""
         missing = [n for n in ("model.onnx", "tokenizer.json", "card.json") if not (path / n).is_file()]
         if missing:
             raise EdgeDSEError(

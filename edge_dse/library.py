@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .cluster import RayCluster, RayIndexer
-    from .rerank import Reranker
+    from .rerank import Progress, Reranker
 
     from .store import AnnIndex, Catalog
 
@@ -54,6 +54,9 @@ ANN_SAVE_CHUNKS = 20_000
 FAILURES_PER_COMMIT = 1000
 # Meta key that marks a reindex under way: the id of the model it re-embeds with.
 REINDEX_KEY = "reindex_to"
+# A rerank of at most this many hits shows no progress bar: the teacher scores them in a batch
+# or two, and a bar would only flicker.
+RERANK_BAR_MIN_HITS = 8
 # A query longer than this is cut before encoding/keyword search: the encoder truncates at its
 # max length anyway, and tokenising megabytes of text would only waste time.
 MAX_QUERY_CHARS = 20_000
@@ -741,28 +744,56 @@ class Library:
         return Hits(hits, {k: round(v, 3) for k, v in timings.items()}, mode)
 
     @_user_errors
-    def rerank(self, query: str, hits: Sequence[Hit], *, teacher: str | os.PathLike | None = None) -> Hits:
-        """The hits re-ordered by the teacher (a cross-encoder reading query and chunk together):
-        slower per hit than the student, so it only sees the student's top hits. Each returned
-        Hit has the teacher's score and, in `student_rank`, where the student had it."""
+    def rerank(self, query: str, hits: Sequence[Hit], *, teacher: "str | os.PathLike | Reranker | None" = None,
+               depth: int | None = None, on_progress: "Progress | None" = None) -> Hits:
+        """The hits re-ordered by the teacher (a cross-encoder reading query and chunk together).
+
+        It is slower per hit than the student, so it re-scores only the first `depth` hits
+        (default: the depth its card records, else rerank.DEFAULT_DEPTH); the hits below follow in
+        the student's order with the student's scores and no `student_rank` (not re-scored). Each
+        re-scored Hit has the teacher's score and, in `student_rank`, where the student had it.
+        `teacher` is a folder, a shipped name or a loaded Reranker; `on_progress(done, total)`
+        hears of each batch the teacher scores."""
         from .encoder import passage_text
         from .rerank import Reranker
 
         timings: dict[str, float] = {}
-        key = str(teacher or "")
-        if key not in self._rerankers:
-            t0 = time.perf_counter()
-            self._rerankers[key] = Reranker(teacher, threads=self.threads)
-            timings["teacher_load_ms"] = (time.perf_counter() - t0) * 1000
+        if isinstance(teacher, Reranker):
+            reranker = teacher
+        else:
+            key = str(teacher or "")
+            if key not in self._rerankers:
+                t0 = time.perf_counter()
+                self._rerankers[key] = Reranker(teacher, threads=self.threads)
+                timings["teacher_load_ms"] = (time.perf_counter() - t0) * 1000
+            reranker = self._rerankers[key]
+        depth = reranker.default_depth if depth is None else int(depth)
+        if depth < 1:
+            raise EdgeDSEError(f"a rerank depth of {depth} re-scores nothing: give 1 or more hits")
+        head, tail = list(hits[:depth]), list(hits[depth:])
         t0 = time.perf_counter()
         query = unicodedata.normalize("NFKC", (query or "")[:MAX_QUERY_CHARS])
-        order = self._rerankers[key].rerank(query, [passage_text(h.text, h.heading) for h in hits])
+        with self._rerank_bar(len(head)) as bar:
+            def report(done: int, total: int) -> None:
+                bar.update(done - bar.n)
+                if on_progress is not None:
+                    on_progress(done, total)
+
+            order = reranker.rerank(query, [passage_text(h.text, h.heading) for h in head], on_progress=report)
         timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
         out = [
-            replace(hits[r.index], rank=new_rank + 1, score=round(r.score, 6), student_rank=hits[r.index].rank)
+            replace(head[r.index], rank=new_rank + 1, score=round(r.score, 6), student_rank=head[r.index].rank)
             for new_rank, r in enumerate(order)
-        ]
+        ] + [replace(h, rank=len(head) + i + 1, student_rank=None) for i, h in enumerate(tail)]
         return Hits(out, {k: round(v, 3) for k, v in timings.items()}, getattr(hits, "mode", DEFAULT_MODE))
+
+    def _rerank_bar(self, hits: int):
+        """A progress bar on stderr for a rerank of more than RERANK_BAR_MIN_HITS hits (when this
+        Library shows progress at all), else one that draws nothing."""
+        from tqdm import tqdm
+
+        return tqdm(total=hits, desc="reranking", unit="hit", leave=False,
+                    disable=not self.progress or hits <= RERANK_BAR_MIN_HITS)
 
     # -- reporting ----------------------------------------------------------------------------
     @_user_errors

@@ -8,6 +8,10 @@ A teacher asset folder is laid out like an encoder's (`model.onnx`, `tokenizer.j
 - "bi-encoder": query and passage are embedded apart and scored by cosine; any encoder asset can
   serve as a reranker this way (used for tests and as a yardstick).
 
+How many of the student's top hits the teacher re-scores by default is the teacher's to say: its
+card records a measured depth under "rerank": {"default_depth": N} (the rest of that dict is the
+measurement); a card without one gets DEFAULT_DEPTH.
+
 Like the encoder: onnxruntime + tokenizers + numpy only, imported lazily.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import config
 from .encoder import MAX_BATCH_TOKENS, Encoder, _token_budget_batches
@@ -27,6 +31,14 @@ if TYPE_CHECKING:
 
 DEFAULT_TEACHER = "teacher"
 KINDS = ("cross-encoder", "bi-encoder")
+# The student hits the teacher re-scores when its card records no measured depth ("rerank":
+# {"default_depth": N}): a fallback, not a measurement. 20 is what the UI re-scored at its default
+# k of 10 before cards recorded a depth.
+DEFAULT_DEPTH = 20
+
+# Called as on_progress(passages scored so far, passages in all): once before the first batch,
+# then after each.
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -49,6 +61,30 @@ def resolve_teacher_dir(model: str | os.PathLike | None) -> Path:
         raise EdgeDSEError(str(exc)) from exc
 
 
+def read_teacher_card(model: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """The teacher's folder and its card (the shipped teacher when `model` is None), checked."""
+    path = resolve_teacher_dir(model)
+    if not (path / "card.json").is_file():
+        raise EdgeDSEError(f"{path} holds no card.json: pass a teacher folder made by `edge-dse distill`")
+    return path, Encoder.read_card(path)
+
+
+def card_depth(card: dict, path: Path | str = "the teacher") -> int:
+    """The rerank depth a teacher card records ("rerank": {"default_depth": N}), else DEFAULT_DEPTH."""
+    depth = (card.get("rerank") or {}).get("default_depth", DEFAULT_DEPTH)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise EdgeDSEError(f"{path}/card.json: rerank.default_depth is {depth!r}, not a number of hits >= 1: "
+                           "fix the card or re-make the teacher with `edge-dse distill`")
+    return depth
+
+
+def default_depth(model: str | os.PathLike | None = None) -> int:
+    """How many of the student's top hits this teacher re-scores unless told otherwise (its
+    card's measured depth, else DEFAULT_DEPTH); read from the card, the model is not loaded."""
+    path, card = read_teacher_card(model)
+    return card_depth(card, path)
+
+
 class Reranker:
     """Scores (query, passage) pairs with a teacher model; higher is more relevant.
 
@@ -58,11 +94,8 @@ class Reranker:
 
     def __init__(self, model: str | os.PathLike | None = None, *, threads: int | None = None,
                  max_length: int | None = None) -> None:
-        path = resolve_teacher_dir(model)
+        path, card = read_teacher_card(model)
         self._encoder: Encoder | None = None
-        card = Encoder._read_card(path) if (path / "card.json").is_file() else None
-        if card is None:
-            raise EdgeDSEError(f"{path} holds no card.json: pass a teacher folder made by `edge-dse distill`")
         self.kind: str = card.get("kind", "bi-encoder" if card.get("pooling") else "cross-encoder")
         if self.kind not in KINDS:
             raise EdgeDSEError(f"{path}/card.json: unknown kind {self.kind!r} (expected one of {KINDS})")
@@ -82,25 +115,35 @@ class Reranker:
             self._output = card.get("output") or self._session.get_outputs()[0].name
             self.path, self.card, self.max_length = path, card, enc.max_length
         self.id: str = self.card["id"]
+        self.default_depth: int = card_depth(card, path)
 
     def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32,
-              max_batch_tokens: int = MAX_BATCH_TOKENS) -> "np.ndarray":
-        """One float32 score per passage, in the passages' order."""
+              max_batch_tokens: int = MAX_BATCH_TOKENS, on_progress: Progress | None = None) -> "np.ndarray":
+        """One float32 score per passage, in the passages' order. `on_progress(done, total)` hears
+        of each batch scored (and of none yet, first), so a caller can show how far it got."""
         import numpy as np
 
+        report = on_progress or (lambda done, total: None)
         passages = list(passages)
         if not passages:
             return np.zeros(0, dtype=np.float32)
+        report(0, len(passages))
         if self._encoder is not None:
-            q = self._encoder.encode([query], kind="query")
-            p = self._encoder.encode(passages, kind="document", batch_size=batch_size, max_batch_tokens=max_batch_tokens)
-            return (p @ q[0]).astype(np.float32)
+            q = self._encoder.encode([query], kind="query")[0]
+            out = np.zeros(len(passages), dtype=np.float32)
+            for lo in range(0, len(passages), batch_size):
+                p = self._encoder.encode(passages[lo:lo + batch_size], kind="document", batch_size=batch_size,
+                                         max_batch_tokens=max_batch_tokens)
+                out[lo:lo + len(p)] = p @ q
+                report(lo + len(p), len(passages))
+            return out
         encs = self._tokenizer.encode_batch([(query, p) for p in passages])
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
         types = [np.asarray(e.type_ids, dtype=np.int64) for e in encs]
         lengths = [len(x) for x in ids]
         order = sorted(range(len(ids)), key=lengths.__getitem__, reverse=True)
         out = np.zeros(len(passages), dtype=np.float32)
+        done = 0
         for batch in _token_budget_batches(order, lengths, batch_size, max_batch_tokens):
             width = max(lengths[i] for i in batch)
             feeds = {name: np.zeros((len(batch), width), dtype=np.int64)
@@ -113,16 +156,20 @@ class Reranker:
             feeds = {k: v for k, v in feeds.items() if k in self._input_names}
             logits = self._session.run([self._output], feeds)[0]
             out[batch] = logits.reshape(len(batch), -1)[:, 0]
+            done += len(batch)
+            report(done, len(passages))
         return out
 
-    def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None) -> list[Reranked]:
+    def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
+               on_progress: Progress | None = None) -> list[Reranked]:
         """The passages' indexes, best first by the teacher (ties keep the given order)."""
-        scores = self.score(query, passages)
+        scores = self.score(query, passages, on_progress=on_progress)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
         return [Reranked(i, float(scores[i])) for i in order[: top_k or len(order)]]
 
     def describe(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "path": str(self.path), "max_length": self.max_length}
+        return {"id": self.id, "kind": self.kind, "path": str(self.path), "max_length": self.max_length,
+                "default_depth": self.default_depth}
 
     def __repr__(self) -> str:
         return f"Reranker({self.id!r}, kind={self.kind!r})"

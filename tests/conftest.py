@@ -187,16 +187,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_ui(lib: Path, *args: str, home: Path | None = None, log_path: Path | None = None):
+def running_ui(lib: Path, *args: str, home: Path | None = None, log_path: Path | None = None,
+               env: dict | None = None, entry: str = "edge_dse.cli"):
     """The real `edge-dse ui LIBRARY ARGS` in a child process, on a free port, up and answering;
     yields (url, port, process) and stops it after. Its output goes to a file, not a pipe nobody
-    reads while the tests run: a full pipe would stall the app. No traceback may show in it."""
+    reads while the tests run: a full pipe would stall the app. No traceback may show in it.
+    `entry` is the module run as `edge-dse` (a test's hooks, e.g. rerank_hooks, then the CLI)."""
     port = free_port()
     log_path = log_path or lib.parent / f"ui-{port}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_dse.cli", "ui", str(lib), "--port", str(port), *args],
+        proc = subprocess.Popen([sys.executable, "-m", entry, "ui", str(lib), "--port", str(port), *args],
                                 stdout=log, stderr=subprocess.STDOUT, text=True,
-                                env=dict(os.environ, HOME=str(home or lib.parent)))  # the folder picker starts at home
+                                # the folder picker starts at home
+                                env=dict(os.environ, HOME=str(home or lib.parent), **(env or {})))
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 180
         try:

@@ -4,6 +4,7 @@ tests/test_app_browser.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,8 +15,8 @@ import pytest
 from conftest import TOPICS, run_cli, shipped_model_dir
 
 from edge_dse import EdgeDSEError, Library
-from edge_dse.app_service import (ENCODER_ROLE, TEACHER_ROLE, Service, agreement, check_host, format_timings,
-                                  is_loopback, movement, read_cards)
+from edge_dse.app_service import (ENCODER_ROLE, TEACHER_ROLE, Service, TeacherLoad, agreement, check_host,
+                                  format_timings, is_loopback, movement, read_cards)
 from edge_dse.library import MAX_QUERY_CHARS, Hit
 
 
@@ -110,6 +111,59 @@ def test_search_with_rerank_gives_both_columns_and_all_stage_timings(service, co
     # The first column names the encoder that ranked it (the library's), or none for BM25.
     assert res.encoder == service.status()["model"]["model_id"] and res.encoder
     assert service.search(TOPICS["bike"][2], k=3, mode="keyword").encoder == ""
+
+
+def test_the_ui_loads_the_teacher_at_start_up_and_the_first_rerank_uses_that_load(tmp_path, corpus, stand_in_teacher):
+    from edge_dse.app import build_app
+
+    svc = build_app(tmp_path / "lib", teacher=stand_in_teacher, model=shipped_model_dir()).edse_service
+    try:
+        # No rerank asked for: the app started the load by itself.
+        assert svc.teacher_load.loads == 1 and svc.teacher_load.done is not None
+        assert svc.teacher_load.done.wait(timeout=300), "the teacher did not load in 300 s"
+        svc.add(str(corpus))
+        reports = []
+        res = svc.search(TOPICS["bike"][2], k=3, rerank=True, on_progress=lambda *r: reports.append(r))
+        assert res.teacher[0].path.endswith("bike.pdf") and "rerank_ms" in res.timings
+        assert "teacher_load_ms" not in res.timings and svc.teacher_load.loads == 1  # not loaded again
+        assert reports[0][0] == 0 and reports[-1][0] == reports[-1][1] > 0
+    finally:
+        svc.close()
+
+
+def test_a_rerank_during_the_load_waits_for_it_and_a_failed_load_is_tried_again(tmp_path, stand_in_teacher):
+    load = TeacherLoad(stand_in_teacher, threads=1)
+    started = load.start()
+    reranker, _ = load.get()  # asked for right after the start: waits for that load
+    assert started.is_set() and load.loads == 1 and reranker.id == "test/bi-teacher"
+    assert load.get()[0] is reranker and load.loads == 1
+    broken = tmp_path / "broken"
+    shutil.copytree(stand_in_teacher, broken)
+    card = (broken / "card.json").read_text()
+    (broken / "card.json").write_text(card.replace('"kind": "bi-encoder"', '"kind": "poly-encoder"'))
+    load = TeacherLoad(broken, threads=1)
+    with pytest.raises(EdgeDSEError, match="unknown kind"):
+        load.get()
+    (broken / "card.json").write_text(card)  # fixed: the next rerank loads it
+    assert load.get()[0].id == "test/bi-teacher" and load.loads == 2
+
+
+def test_the_teacher_reranks_the_depth_its_card_records(tmp_path, corpus, stand_in_teacher):
+    five = tmp_path / "five"
+    shutil.copytree(stand_in_teacher, five)
+    card = json.loads((five / "card.json").read_text())
+    (five / "card.json").write_text(json.dumps({**card, "rerank": {"default_depth": 5}}))
+    svc = Service(tmp_path / "lib", teacher=five, model=shipped_model_dir())
+    try:
+        svc.add(str(corpus))
+        totals = set()
+        res = svc.search(TOPICS["bike"][2], k=3, rerank=True, on_progress=lambda done, total: totals.add(total))
+        assert totals == {5} and len(res.teacher) == 3  # five re-scored, the best three shown
+        # k above the depth: the hits below it keep the student's order, not re-scored.
+        res = svc.search(TOPICS["bike"][2], k=7, rerank=True)
+        assert [h.student_rank is not None for h in res.teacher] == [True] * 5 + [False] * 2
+    finally:
+        svc.close()
 
 
 def test_rerank_without_a_teacher_keeps_the_student_and_names_the_fix(tmp_path, corpus, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import OUTPUT, REPO, TOPICS, TYPE_OF_TOPIC, running_ui, shipped_model_dir, write_topic
+from rerank_hooks import GATE, HOLD_QUERY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -86,10 +87,33 @@ def folders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(folders, stand_in_teacher):
+def gate(folders) -> Path:
+    """The FIFO that holds the teacher's scoring of QUERY in the app (rerank_hooks) until release()."""
+    path = folders[0].parent / "rerank-gate"
+    os.mkfifo(path)
+    return path
+
+
+def release(gate: Path) -> None:
+    """Let the held scoring go on. Opening the FIFO to write waits for the app to open it to read,
+    which it does right after reporting progress; in a thread, so a hook that never holds fails
+    the test instead of hanging it."""
+    import threading
+
+    writer = threading.Thread(target=gate.write_bytes, args=(b"x",), daemon=True)
+    writer.start()
+    writer.join(timeout=120)
+    assert not writer.is_alive(), "the app never waited at the rerank gate (rerank_hooks not loaded?)"
+
+
+@pytest.fixture(scope="module")
+def server(folders, stand_in_teacher, gate):
     lib, _, _ = folders
+    tests = str(Path(__file__).resolve().parent)
+    hooks = {"PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
+             HOLD_QUERY: QUERY, GATE: str(gate)}
     with running_ui(lib, "--teacher", str(stand_in_teacher), "--model", str(shipped_model_dir()),
-                    log_path=lib.parent / "ui.log") as (url, port, _):
+                    log_path=lib.parent / "ui.log", env=hooks, entry="rerank_hooks") as (url, port, _):
         yield url, port
 
 
@@ -144,7 +168,9 @@ def test_add_a_folder_through_the_page_and_see_the_tables(page, folders):
     page.screenshot(path=str(OUTPUT / "ui-library.png"), full_page=True)
 
 
-def test_search_shows_both_columns_timings_and_the_rerank(page, folders):
+def test_search_shows_both_columns_timings_and_the_rerank(page, folders, gate):
+    from edge_dse.app import RERANK_PROGRESS
+
     page.get_by_role("tab", name="Search").click()
     box = page.locator("#query").get_by_role("textbox")
     box.fill(QUERY)
@@ -155,7 +181,15 @@ def test_search_shows_both_columns_timings_and_the_rerank(page, folders):
     timing = page.locator("#timings").inner_text()
     assert all(stage in timing for stage in ("encode", "ANN", "fetch", "total")), timing
     page.locator("#rerank").get_by_role("checkbox").check()
+    # The teacher's scoring of QUERY is held after its first report (rerank_hooks): the progress
+    # shows, and no teacher hit yet; released, the reranked hits come.
+    progress = page.get_by_text(RERANK_PROGRESS).first
+    expect(progress).to_be_visible()
+    assert page.locator("#teacher-hits .edse-hit").count() == 0
+    page.screenshot(path=str(OUTPUT / "ui-rerank-progress.png"), full_page=True)
+    release(gate)
     page.locator("#teacher-hits .edse-hit").first.wait_for()
+    expect(page.get_by_text(RERANK_PROGRESS)).to_have_count(0)
     expect(page.locator("#timings")).to_contain_text("rerank")
     timing = page.locator("#timings").inner_text()
     assert "overlap@10" in timing and "Kendall tau" in timing, timing
