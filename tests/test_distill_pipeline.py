@@ -61,13 +61,28 @@ def test_every_step_ran_and_wrote_its_output(tiny_run):
     work = plan.work
     assert (work / "data" / "debian.train.jsonl").is_file() and (work / "data" / "debian.test.jsonl").is_file()
     assert (work / "candidates" / "debian.train.candidates.jsonl").is_file()
-    with np.load(work / "labels" / "debian.train.labels.npz") as z:
-        assert any(k.startswith("scores__") for k in z.files)
+    with np.load(work / "teacher-lists" / "hpd.labels.npz") as z:
+        assert z["scores__baseline"].shape[0] == len(z["rows"]) > 0  # the tiny plan labels with the baseline
     with np.load(work / "scores" / "debian.train.teacher.npz") as z:
         assert int(z["done"]) == len(z["rows"]) > 0 and np.isfinite(z["scores"][:, 0]).all()
     for name in ("teacher", "student"):
         assert (root / "assets" / name / "model.onnx").is_file() and (root / "assets" / name / "card.json").is_file()
     assert any("teacher: step" in line for line in logs) and any("student: step" in line for line in logs)
+
+
+def test_the_teacher_grew_along_its_curve_then_ran_two_rounds(tiny_run):
+    plan, out, logs, root = tiny_run
+    card = json.loads((root / "assets" / "teacher" / "card.json").read_text())
+    runs = [p["run"] for p in card["curve"]]
+    assert runs == [f"lists-{n}" for n in plan.teacher_sizes] + ["round-2"]
+    for point in card["curve"]:  # every point measured as a reranker on dev queries of every held-out split
+        assert set(plan.test_splits) <= set(point) and "mean_gain" in point
+    assert [r["round"] for r in card["rounds"]] == [1, 2] and card["chosen"] in runs
+    round2 = json.loads((plan.work / "teacher" / "round-2" / "train.json").read_text())["config"]
+    assert round2["init"] == str(plan.work / "teacher" / card["rounds"][0]["run"] / "model")
+    with np.load(Path(round2["extra_scores"]) / "hpd.teacher.npz") as z:  # round 1's own scores joined its labels
+        assert int(z["done"]) == len(z["rows"]) == card["rounds"][0]["lists"] and np.isfinite(z["scores"][:, 0]).all()
+    assert card["max_length"] == 64 and card["made_by"].startswith("edge-dse distill --tiny")
 
 
 def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):
@@ -122,7 +137,7 @@ def test_teacher_asset_reranks_like_the_pytorch_teacher(tiny_run):
     query = "read and write files"
     passages = [p["passage"] for p in map(json.loads, (plan.work / "data" / "debian.train.jsonl").read_text().splitlines())][:12]
     got = rr.score(query, passages)
-    ref = torch_scores(plan.work / "teacher" / "model", [(query, p) for p in passages], rr.max_length)
+    ref = torch_scores(plan.work / "teacher" / rr.card["chosen"] / "model", [(query, p) for p in passages], rr.max_length)
     assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))
 
 

@@ -4,9 +4,11 @@ For each held-out split (never trained on: split by document, data.py) the queri
 sample, the corpus is the split's passages (capped by a seeded sample that always keeps every
 sampled query's positive). Each retriever ranks the whole corpus; one relevant passage per query:
 nDCG@10 = 1/log2(rank+1) when the positive is in the top 10, MRR@10, recall@10. The teacher
-reranks the student's top 50. Spearman: per query, between the student's and the teacher's scores
-over the student's top 50, averaged. Encode docs/s: one pass over the same 256 passages, 2
-threads, each model in turn.
+reranks the default encoder's top N for every N of --rerank-depths (one scoring of the deepest
+list; a shallower rerank re-orders its prefix), and the time to score N pairs is measured per
+query (median); rerank.choose_depth turns that table into the default depth. Spearman: per query,
+between the encoder's and the teacher's scores over its top 50, averaged. Encode docs/s: one pass
+over the same 256 passages, 2 threads, each model in turn.
 
 Training-time code (the torch rows need the train extra): not imported by `import edge_dse`.
 """
@@ -30,7 +32,10 @@ from .train_common import spearman
 
 HELD_OUT = ("debian.test", "wordnet.test", "pydoc.test", "pydoc_faq.test")
 K = 10
-RERANK_DEPTH = 50
+RERANK_DEPTHS = (10, 20, 30, 50)
+AGREEMENT_DEPTH = 50
+STUDENT_ROW = "student int8"
+BASELINE_ROW = "baseline int8 (all-MiniLM-L6-v2, ours)"
 
 
 @dataclass
@@ -97,9 +102,11 @@ def docs_per_s(embed: Embed, texts: Sequence[str]) -> float:
 
 
 def evaluate(models: dict[str, Embed], splits: Sequence[Split], *, reranker=None, rerank_base: str | None = None,
-             speed_texts: Sequence[str] = (), log=print) -> dict:
-    """{split: {row: metrics}}, plus "speed" (docs/s) and "agreement" (Spearman) tables."""
-    out: dict = {"splits": {}, "speed": {}, "agreement": {}}
+             rerank_depths: Sequence[int] = RERANK_DEPTHS, speed_texts: Sequence[str] = (), log=print) -> dict:
+    """{split: {row: metrics}}, plus "speed" (docs/s), "agreement" (Spearman) and "rerank"
+    (per depth: the median ms to score that many pairs, per split) tables."""
+    out: dict = {"splits": {}, "speed": {}, "agreement": {}, "rerank": {"base": rerank_base, "ms": {}}}
+    deepest = max(rerank_depths) if reranker is not None else AGREEMENT_DEPTH
     for split in splits:
         rows: dict = {}
         rows["BM25"] = metrics(bm25_neighbours(split.corpus, split.queries, K), split.positive)
@@ -108,23 +115,36 @@ def evaluate(models: dict[str, Embed], splits: Sequence[Split], *, reranker=None
             t = time.perf_counter()
             pv = embed(split.corpus, "document")
             qv = embed(split.queries, "query")
-            top = dense_neighbours(pv, qv, RERANK_DEPTH)
+            top = dense_neighbours(pv, qv, max(deepest, AGREEMENT_DEPTH))
             tops[name] = (top, qv, pv)
             rows[name] = metrics(top, split.positive)
             log(f"eval: {split.name}: {name} {rows[name]} ({time.perf_counter() - t:.0f} s)")
         if reranker is not None and rerank_base in tops:
             top, qv, pv = tops[rerank_base]
-            reranked, rhos = [], []
+            reranked = {d: [] for d in rerank_depths}
+            rhos, ms = [], {d: [] for d in rerank_depths}
             for qi, q in enumerate(split.queries):
-                cand = [int(i) for i in top[qi]]
+                cand = [int(i) for i in top[qi][:deepest]]
                 scores = reranker.score(q, [split.corpus[i] for i in cand])
-                reranked.append([cand[i] for i in np.argsort(-scores, kind="stable")])
-                if len(cand) > 2:
-                    rho = spearman(pv[cand] @ qv[qi], scores)
+                for d in rerank_depths:
+                    order = np.argsort(-scores[:d], kind="stable")
+                    reranked[d].append([cand[i] for i in order] + cand[d:])
+                if qi % 4 == 0:  # the latency a user sees at each depth, on a quarter of the queries
+                    for d in rerank_depths:
+                        t = time.perf_counter()
+                        reranker.score(q, [split.corpus[i] for i in cand[:d]])
+                        ms[d].append((time.perf_counter() - t) * 1000)
+                n = min(len(cand), AGREEMENT_DEPTH)
+                if n > 2:
+                    rho = spearman(pv[cand[:n]] @ qv[qi], scores[:n])
                     if not np.isnan(rho):
                         rhos.append(rho)
-            rows[f"{rerank_base} + teacher rerank@{RERANK_DEPTH}"] = metrics(reranked, split.positive)
+            for d in rerank_depths:
+                rows[f"{rerank_base} + teacher rerank@{d}"] = metrics(reranked[d], split.positive)
+            out["rerank"]["ms"][split.name] = {str(d): round(float(np.median(v)), 1) for d, v in ms.items() if v}
             out["agreement"][split.name] = round(float(np.mean(rhos)), 4) if rhos else None
+            log(f"eval: {split.name}: rerank " + ", ".join(f"@{d} {rows[f'{rerank_base} + teacher rerank@{d}']['ndcg@10']}"
+                                                            for d in rerank_depths))
         out["splits"][split.name] = {"queries": len(split.queries), "corpus": len(split.corpus), "rows": rows}
     for name, embed in models.items():
         if speed_texts:
@@ -147,8 +167,13 @@ def markdown(result: dict) -> str:
     lines.append("")
     lines.append(f"Held-out sets: {sizes}.")
     if result["agreement"]:
-        lines.append("Student-teacher Spearman over the student's top 50: " +
+        base = (result.get("rerank") or {}).get("base") or "the encoder"
+        lines.append(f"Spearman between {base} and the teacher over its top {AGREEMENT_DEPTH}: " +
                      ", ".join(f"{s} {v}" for s, v in result["agreement"].items()) + ".")
+    ms = (result.get("rerank") or {}).get("ms") or {}
+    if ms:
+        lines.append("Teacher rerank, median ms to score the top N (2 threads): " + "; ".join(
+            f"{s} " + ", ".join(f"@{d} {v}" for d, v in row.items()) for s, row in ms.items()) + ".")
     return "\n".join(lines)
 
 
@@ -160,12 +185,12 @@ def default_models(args, threads: int) -> tuple[dict[str, Embed], list[str]]:
     notes = []
     student_asset = Path(args.student) if args.student else config.assets_dir() / "student"
     if (student_asset / "model.onnx").is_file():
-        models["student int8"] = onnx_embedder(student_asset, threads)
+        models[STUDENT_ROW] = onnx_embedder(student_asset, threads)
     else:
         notes.append(f"no student asset at {student_asset}")
     if args.student_fp32 and Path(args.student_fp32).is_dir():
         models["student fp32 (torch)"] = torch_embedder(Path(args.student_fp32), threads)
-    models["baseline int8 (all-MiniLM-L6-v2, ours)"] = onnx_embedder(config.assets_dir() / "baseline", threads)
+    models[BASELINE_ROW] = onnx_embedder(config.assets_dir() / "baseline", threads)
     for spec in args.onnx or []:  # further asset folders, e.g. the int8 mpnet that labels.py uses
         name, _, path = spec.partition("=")
         models[name] = onnx_embedder(Path(path), threads)
@@ -193,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mpnet", default="work/models/mpnet/all-mpnet-base-v2")
     ap.add_argument("--no-torch", action="store_true", help="only the ONNX rows (no train extra needed)")
     ap.add_argument("--onnx", action="append", metavar="NAME=FOLDER", help="another encoder asset folder as a row")
+    ap.add_argument("--rerank-depths", type=int, nargs="+", default=list(RERANK_DEPTHS),
+                    help="rerank the default encoder's top N for each N (default %(default)s)")
+    ap.add_argument("--rerank-base", default=None,
+                    help="the row whose hits the teacher reranks (default: the default encoder's row)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
@@ -213,11 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         from ..rerank import Reranker
 
         reranker = Reranker(args.teacher, threads=args.threads)
-        base = next(iter(models))
+        from .. import config
+
+        base = args.rerank_base or (STUDENT_ROW if config.default_model_name() == "student" else BASELINE_ROW)
     except EdgeDSEError as exc:
         notes.append(f"no teacher rerank row: {exc}")
     speed = random.Random(args.seed).sample([p for s in splits for p in s.corpus], min(256, sum(len(s.corpus) for s in splits)))
-    result = evaluate(models, splits, reranker=reranker, rerank_base=base, speed_texts=speed)
+    result = evaluate(models, splits, reranker=reranker, rerank_base=base, rerank_depths=args.rerank_depths,
+                      speed_texts=speed)
     result["notes"] = notes
     print(markdown(result))
     for n in notes:
@@ -240,6 +272,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+MIN_DEPTH = 20  # a rerank of fewer hits cannot bring up what the encoder ranked 11th to 20th
+LATENCY_BUDGET_MS = 500  # the rerank a user waits for after each search
+TIE = 0.002  # mean nDCG@10 closer than this is a tie: the shallower (faster) depth wins
+
+
+def choose_depth(result: dict) -> dict | None:
+    """The default rerank depth from an eval run: of the measured depths >= MIN_DEPTH whose median
+    time stays within LATENCY_BUDGET_MS on every split, the best mean nDCG@10 (ties: shallower)."""
+    rr = result.get("rerank") or {}
+    base, ms = rr.get("base"), rr.get("ms") or {}
+    if not ms:
+        return None
+    splits = list(ms)
+    depths = sorted({int(d) for row in ms.values() for d in row})
+    table = ["| depth | " + " | ".join(f"{s} nDCG@10" for s in splits) + " | mean | median ms (slowest split) |",
+             "|---:|" + "---:|" * len(splits) + "---:|---:|",
+             f"| 0 (encoder alone) | " + " | ".join(f"{result['splits'][s]['rows'][base]['ndcg@10']:.3f}" for s in splits) +
+             f" | {np.mean([result['splits'][s]['rows'][base]['ndcg@10'] for s in splits]):.3f} | 0 |"]
+    best = None
+    for d in depths:
+        scores = [result["splits"][s]["rows"][f"{base} + teacher rerank@{d}"]["ndcg@10"] for s in splits]
+        slowest = max(ms[s][str(d)] for s in splits)
+        mean = float(np.mean(scores))
+        table.append(f"| {d} | " + " | ".join(f"{v:.3f}" for v in scores) + f" | {mean:.3f} | {slowest:.0f} |")
+        if d >= MIN_DEPTH and slowest <= LATENCY_BUDGET_MS and (best is None or mean > best[1] + TIE):
+            best = (d, mean)
+    if best is None:
+        return {"default_depth": MIN_DEPTH, "rule": f"no depth >= {MIN_DEPTH} fits {LATENCY_BUDGET_MS} ms here: the smallest", "table": table}
+    return {"default_depth": best[0], "table": table,
+            "rule": f"of the depths >= {MIN_DEPTH} within {LATENCY_BUDGET_MS} ms, the best mean nDCG@10 over the held-out splits, "
+                    f"the shallower when within {TIE}"}
+
+
 def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, threads: int) -> None:
     """Write the evaluation into an asset's card.json and re-render its card.md, so the shipped
     card carries the held-out numbers with the command that measured them."""
@@ -259,6 +324,8 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
         "cpu": f"{cpu.get('model')} ({', '.join(cpu.get('isa', []))}), {threads} threads",
         "table": markdown(result), "result": result,
     }
+    if card.get("kind") == "cross-encoder" and choose_depth(result):
+        card["rerank"] = choose_depth(result)  # the depth the UI, CLI and API rerank by default
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     render = render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md
     (Path(asset) / "card.md").write_text(render(card), encoding="utf-8")

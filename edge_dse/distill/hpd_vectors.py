@@ -64,6 +64,15 @@ def label(text_dir: Path, out_dir: Path, embed: Callable[[Sequence[str]], np.nda
     return done
 
 
+def rows_on_disk(out_dir: Path) -> int:
+    """How many texts have vectors in out_dir (the shards in order, the last one may be short)."""
+    n, i = 0, 0
+    while shard_path(out_dir, i).is_file():
+        n += len(np.load(shard_path(out_dir, i), mmap_mode="r"))
+        i += 1
+    return n
+
+
 def load(out_dir: Path, n_texts: int) -> np.ndarray:
     """The first n_texts vectors of the first-use order, float16 (n, dim)."""
     parts, n, i = [], 0, 0

@@ -8,10 +8,11 @@ Steps (outputs under --work, default work/distill):
   stage 1     projective distillation (hpd*.py): a broad text set in every shape, all-mpnet-base-v2's
               vectors of it (cached in shards), the 3-layer student trained to reproduce them,
               exported to int8 ONNX (hpd/student/asset, measured by eval beside the final student)
-  candidates  each training query's positive + BM25, dense and random negatives (candidates.py)
-  labels      the bi-encoder ensemble's score of every candidate pair (labels.py)
-  teacher     a cross-encoder trained on those labels and the natural positives (teacher.py),
-              exported to int8 ONNX
+  teacher     candidate lists drawn from stage 1's texts in every shape, labelled by mpnet's
+              vectors (teacher_lists.py); a cross-encoder trained on them and the natural
+              positives at several list counts (the learning curve), then Trans-Encoder rounds;
+              the best, measured on dev queries, exported to int8 ONNX (teacher.py, teacher_stage)
+  candidates  each student training query's positive + BM25, dense and random negatives (candidates.py)
   scores      the teacher's score of every candidate in the student's lists
   student     stage 2: the stage-1 student trained further to reproduce the teacher's scores
               (student.py, DSE), stage 1's loss kept as a regulariser; exported to int8 ONNX
@@ -53,15 +54,17 @@ class Plan:
     # Sizes: the defaults fit one 3-hour session on 2 CPU cores (measured: see assets/student/card.md);
     # each is a seeded sample, so a larger run (a GPU, a longer session) only raises the numbers.
     pairs_per_split: int | None = 8000  # training pairs per split that get candidate lists (None: all)
-    labels_per_split: int = 600  # candidate lists scored by the bi-encoders
-    teacher_queries_per_split: int = 600
-    teacher_max_length: int = 128
+    # The teacher (teacher_stage): a learning curve over these list counts (separate runs; growing
+    # stops when the dev gain stops paying), then Trans-Encoder rounds on the best size.
+    teacher_sizes: tuple[int, ...] = (1800, 3600, 7200, 14400)
+    teacher_rounds: int = 2
+    teacher_min_gain: float = 0.003  # dev mean nDCG@10 gain a doubling must add to keep growing
+    teacher_max_length: int = 256
     student_queries_per_split: int = 1500
     # The teacher scores the positive and a seeded sample of the other candidates of each student
     # list: the student draws groups of 8 from them, so scoring all 21 of one epoch's lists would
     # spend the teacher's time on pairs that are never used.
     student_list_width: int | None = 12
-    ensemble: tuple[str, ...] = ("baseline", "mpnet")
     # Stage 1 (hpd.py): the first N pairs of its shuffled text set, labelled by hpd_labeller
     # ("mpnet": the int8 all-mpnet-base-v2; or a shipped model's name). 0 skips stage 1.
     hpd_pairs: int = 40000
@@ -77,10 +80,12 @@ class Plan:
         """The `edge-dse distill` command that re-makes this plan's run (non-default sizes named)."""
         flags = " --tiny" if self.tiny else ""
         default = Plan.tiny_plan(self.work) if self.tiny else Plan(self.work)
-        for name in ("stages", "hpd_pairs", "hpd_epochs", "pairs_per_split", "labels_per_split", "teacher_queries_per_split",
+        for name in ("stages", "hpd_pairs", "hpd_epochs", "pairs_per_split", "teacher_sizes", "teacher_rounds",
                      "student_queries_per_split", "seed"):
-            if getattr(self, name) != getattr(default, name):
-                flags += f" --{name.replace('_', '-')} {getattr(self, name) or 0}"
+            value = getattr(self, name)
+            if value != getattr(default, name):
+                value = ",".join(map(str, value)) if isinstance(value, tuple) else (value or 0)
+                flags += f" --{name.replace('_', '-')} {value}"
         return "edge-dse distill" + flags + ("" if self.tiny else " --install")
 
     @property
@@ -93,9 +98,8 @@ class Plan:
 
     @classmethod
     def tiny_plan(cls, work: Path, roots: dict | None = None, sources: tuple[str, ...] = SOURCES) -> "Plan":
-        return cls(work, tiny=True, roots=roots or {}, sources=sources, labels_per_split=40,
-                   teacher_queries_per_split=16, student_queries_per_split=32, ensemble=("baseline",),
-                   hpd_pairs=96, hpd_labeller="baseline")
+        return cls(work, tiny=True, roots=roots or {}, sources=sources, teacher_sizes=(16, 32), teacher_min_gain=-1.0,
+                   student_queries_per_split=32, hpd_pairs=96, hpd_labeller="baseline")
 
 
 def _step(name: str, done: bool, log) -> bool:
@@ -148,16 +152,6 @@ def prepare_mpnet(models: Path, log=print) -> Path:
     return asset
 
 
-def ensemble_encoders(plan: Plan, log=print) -> list:
-    from ..encoder import Encoder
-
-    out = []
-    for name in plan.ensemble:
-        path = prepare_mpnet(plan.work.parent / "models" if not plan.tiny else plan.work / "models", log) if name == "mpnet" else name
-        out.append(Encoder(path, max_length=128))
-    return out
-
-
 def scored_columns(n: int, width: int | None, seed: int, row: int) -> list[int]:
     """Which candidates of a list of n the teacher scores: all, or the positive (0) and a sample of
     width-1 others, seeded by the list so a resumed run picks the same ones."""
@@ -199,13 +193,11 @@ def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, ou
     return scores
 
 
-def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
-    """Stage 1 (hpd.py): texts, the big model's vectors, training, int8 export. Returns the
-    torch model folder (None when plan.hpd_pairs is 0) and the regulariser stage 2 uses."""
-    from . import hpd, hpd_texts, hpd_vectors
+def stage1_vectors(plan: Plan, log=print) -> tuple[Path, int]:
+    """Stage 1's text set and the big model's vectors of its first plan.hpd_pairs pairs (the
+    teacher's lists are drawn from them too). Returns the vectors folder and the pairs labelled."""
+    from . import hpd_texts, hpd_vectors
 
-    if not plan.hpd_pairs:
-        return None, None
     hpd_dir, data_dir = plan.work / "hpd", plan.work / "data"
     if _step("stage 1 texts", (hpd_dir / "texts" / "manifest.json").is_file(), log):
         extra = {} if not plan.tiny else {"gcide_root": None, "faq": None}
@@ -218,6 +210,18 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
     if _step("stage 1 vectors", hpd_vectors.labelled_count(vectors, needed) >= needed, log):
         model = prepare_mpnet(plan.work.parent / "models", log) if plan.hpd_labeller == "mpnet" else plan.hpd_labeller
         hpd_vectors.label(hpd_dir / "texts", vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log)
+    return vectors, n_pairs
+
+
+def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
+    """Stage 1 (hpd.py): texts, the big model's vectors, training, int8 export. Returns the
+    torch model folder (None when plan.hpd_pairs is 0) and the regulariser stage 2 uses."""
+    from . import hpd
+
+    if not plan.hpd_pairs:
+        return None, None
+    hpd_dir, data_dir = plan.work / "hpd", plan.work / "data"
+    vectors, n_pairs = stage1_vectors(plan, log)
     cfg = hpd.HPDConfig(base=base, pairs=n_pairs, epochs=plan.hpd_epochs, seed=plan.seed,
                         dim=16 if plan.tiny else 256, matryoshka=(8,) if plan.tiny else (128,),
                         eval_every=0 if plan.tiny else 400, eval_queries=20 if plan.tiny else 100,
@@ -229,6 +233,84 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
                        model_id="edge-dse/student-hpd-l3-256", training=hpd_dir / "student" / "train.json", log=log)
     regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
     return model_dir, regulariser
+
+
+def teacher_stage(plan: Plan, base: str, log=print) -> Path:
+    """Teacher v2 (teacher.py): lists from stage 1's texts and vectors (teacher_lists.py); a
+    learning curve over plan.teacher_sizes (each size its own resumable run, measured by
+    teacher.dev_rerank); Trans-Encoder rounds on the best size (a round's int8 export scores the
+    lists, its scores join mpnet's, the next round starts from it); the best point is exported.
+    Returns the asset folder."""
+    from . import teacher as teacher_mod
+    from . import teacher_lists
+
+    tdir = plan.work / "teacher"
+    asset = tdir / "asset"
+    if not _step("teacher", (asset / "card.json").is_file(), log):
+        return asset
+    vectors, _ = stage1_vectors(plan, log)
+    lists_dir = plan.work / "teacher-lists"
+    lists = teacher_lists.build(plan.work / "hpd" / "texts", vectors, lists_dir, lists=max(plan.teacher_sizes),
+                                labeller=plan.hpd_labeller, seed=plan.seed, log=log)["lists"]
+    dev = teacher_mod.dev_lists(plan.work / "data", plan.test_splits, queries=8 if plan.tiny else 60)
+    max_length = 64 if plan.tiny else plan.teacher_max_length
+    curve_path = tdir / "curve.json"
+    curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
+
+    def measured(name: str, cfg) -> dict:
+        run_dir = tdir / name
+        for point in curve:
+            if point["run"] == name:
+                return point
+        t = time.perf_counter()
+        model = teacher_mod.train(cfg, run_dir, lists_dir, lists_dir, log=log)
+        point = {"run": name, "lists": cfg.queries_per_split, "round": 1 if not cfg.init else None,
+                 "train_seconds": round(time.perf_counter() - t), "model": str(model),
+                 **teacher_mod.dev_rerank(model, dev, max_length)}
+        curve.append(point)
+        tc.write_json(curve_path, curve)
+        log(f"distill: teacher {name}: dev mean gain {point['mean_gain']:+.4f}, worst split {point['worst_gain']:+.4f}")
+        return point
+
+    best = None
+    for size in sorted(min(n, lists) for n in plan.teacher_sizes):
+        cfg = teacher_mod.TeacherConfig(base=base, queries_per_split=size, seed=plan.seed, max_length=max_length)
+        point = measured(f"lists-{size}", cfg)
+        if best is not None and point["mean_gain"] < best["mean_gain"] + plan.teacher_min_gain:
+            best = max(best, point, key=lambda p: p["mean_gain"])
+            log(f"distill: teacher: {size} lists add < {plan.teacher_min_gain} dev gain: the curve stops growing here")
+            break
+        best = point
+    rounds = [dict(best, round=1)]
+    for r in range(2, plan.teacher_rounds + 1):
+        prev = rounds[-1]
+        prev_asset = Path(prev["model"]).parent / "asset"
+        if not (prev_asset / "card.json").is_file():
+            export_teacher(plan, Path(prev["model"]), prev_asset, max_length, {"round": r - 1}, log)
+        rows = labels_mod.choose_rows(lists, prev["lists"], seed=plan.seed)  # the lists that round trained on
+        scores_dir = tdir / f"round-{r}-labels"
+        teacher_scores(prev_asset, lists_dir, teacher_lists.SPLIT, rows, scores_dir, log=log, chunk=500)
+        cfg = teacher_mod.TeacherConfig(base=base, queries_per_split=prev["lists"], seed=plan.seed, max_length=max_length,
+                                        init=prev["model"], extra_scores=str(scores_dir))
+        rounds.append(dict(measured(f"round-{r}", cfg), round=r))
+    chosen = max(rounds, key=lambda p: (p["mean_gain"], p["worst_gain"]))
+    log(f"distill: teacher: chose {chosen['run']} (round {chosen['round']}, dev mean gain {chosen['mean_gain']:+.4f})")
+    train_info = json.loads((Path(chosen["model"]).parent / "train.json").read_text())
+    export_teacher(plan, Path(chosen["model"]), asset, max_length,
+                   {"training": train_info, "labeller": plan.hpd_labeller, "lists": json.loads((lists_dir / f"{teacher_lists.SPLIT}.manifest.json").read_text()),
+                    "curve": curve, "rounds": [{k: v for k, v in p.items() if k != "model"} for p in rounds], "chosen": chosen["run"]}, log)
+    return asset
+
+
+def export_teacher(plan: Plan, model_dir: Path, asset: Path, max_length: int, extra: dict, log=print) -> None:
+    from . import teacher as teacher_mod
+
+    pairs = []
+    for split in plan.test_splits:
+        test = data_mod.read_jsonl(plan.work / "data" / f"{split}.jsonl")[:20]
+        pairs += [(p.query, p.passage) for p in test] + [(a.query, b.passage) for a, b in zip(test, test[1:])]
+    teacher_mod.export(model_dir, asset, model_id="edge-dse/teacher-ce-minilm-l6-v2" + ("-tiny" if plan.tiny else ""),
+                       max_length=max_length, measure_pairs=pairs, log=log, made_by=plan.command(), extra=extra)
 
 
 def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, model_id: str, training: Path, log=print,
@@ -276,28 +358,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
                 pool, cands = cand_mod.mine(pairs, encoder=encoder, seed=plan.seed, cache_dir=cand_dir / "vectors")
                 cand_mod.write(pool, cands, cand_dir, split)
 
-    encoders = None
-    for split in plan.train_splits:
-        path = labels_dir / f"{split}.labels.npz"
-        if not path.is_file() or len(labels_mod.load(labels_dir, split)[1]) < len(plan.ensemble):
-            encoders = encoders or ensemble_encoders(plan, log)
-            labels_mod.label_split(cand_dir, split, encoders, labels_dir, limit=plan.labels_per_split)
-    log("distill: labels: ready")
-
-    tcfg = teacher_mod.TeacherConfig(base=base_teacher, splits=tuple(plan.train_splits), queries_per_split=plan.teacher_queries_per_split,
-                                     seed=plan.seed, max_length=64 if plan.tiny else plan.teacher_max_length)
-    teacher_dir = teacher_mod.train(tcfg, work / "teacher", cand_dir, labels_dir, log=log)
-    teacher_asset = work / "teacher" / "asset"
-    if _step("teacher export", (teacher_asset / "card.json").is_file(), log):
-        pairs = []
-        for split in plan.test_splits:
-            test = data_mod.read_jsonl(data_dir / f"{split}.jsonl")[:20]
-            pairs += [(p.query, p.passage) for p in test] + [(a.query, b.passage) for a, b in zip(test, test[1:])]
-        train_info = json.loads((work / "teacher" / "train.json").read_text())
-        teacher_mod.export(teacher_dir, teacher_asset, model_id="edge-dse/teacher-ce-minilm-l6" + ("-tiny" if plan.tiny else ""),
-                           max_length=tcfg.max_length, measure_pairs=pairs, log=log,
-                           made_by="edge-dse distill" + (" --tiny" if plan.tiny else " --install"),
-                           extra={"training": train_info, "ensemble": list(plan.ensemble)})
+    teacher_asset = teacher_stage(plan, base_teacher, log)
 
     examples = []
     for split in plan.train_splits:
@@ -337,8 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--install", action="store_true", help="copy the teacher and student into assets/ at the end")
     ap.add_argument("--seed", type=int, default=0)
     sizes = {"pairs_per_split": "training pairs per split given candidate lists (0: all)",
-             "labels_per_split": "candidate lists per split scored by the bi-encoders",
-             "teacher_queries_per_split": "labelled lists per split the teacher trains on",
+             "teacher_rounds": "Trans-Encoder rounds of the teacher (1: no relabelling)",
              "teacher_max_length": "teacher's token limit per (query, passage) pair",
              "student_queries_per_split": "teacher-scored lists per split the student trains on",
              "student_list_width": "candidates per student list the teacher scores, the positive included (0: all)",
@@ -348,8 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in sizes.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                         help=f"{help_text} (default {getattr(Plan, name)})")
+    ap.add_argument("--teacher-sizes", default=None, metavar="N,N,...",
+                    help=f"the teacher's learning curve: list counts to train on, in turn (default {','.join(map(str, Plan.teacher_sizes))})")
     args = ap.parse_args(argv)
     plan = Plan.tiny_plan(args.work) if args.tiny else Plan(args.work, seed=args.seed)
+    if args.teacher_sizes:
+        plan.teacher_sizes = tuple(int(n) for n in args.teacher_sizes.split(","))
     for name in sizes:
         value = getattr(args, name)
         if value is not None:

@@ -10,9 +10,9 @@ Training-time code: not imported by `import edge_dse`.
 
 from __future__ import annotations
 
+from .evaluate import BASELINE_ROW, STUDENT_ROW
+
 MIN_SPEEDUP = 2.0
-STUDENT_ROW = "student int8"
-BASELINE_ROW = "baseline int8 (all-MiniLM-L6-v2, ours)"
 
 
 def decide(result: dict, student: str = STUDENT_ROW, baseline: str = BASELINE_ROW, min_speedup: float = MIN_SPEEDUP) -> dict:

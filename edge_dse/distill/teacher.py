@@ -1,13 +1,14 @@
 """The teacher: a cross-encoder trained here, without human labels (Trans-Encoder).
 
 No reranker weights exist offline (docs/invariants.md, training data), so the teacher starts from all-MiniLM-L6-v2's encoder
-weights with a fresh scoring head on [CLS] and learns, per candidate list, to match the softmax of
-the bi-encoder ensemble's standardised scores (mutual distillation, labels.py) mixed with the
-natural positive (gold). Reading query and passage together, it can beat the bi-encoders it
-learned from; eval.py measures whether it does, as a reranker of held-out top-50 lists.
+weights with a fresh scoring head on [CLS] and learns, per candidate list (teacher_lists.py: every
+source, every query shape), to match the softmax of the bi-encoders' standardised scores mixed
+with the natural positive (gold). Rounds (Trans-Encoder's mutual distillation): after a round,
+its own scores of the lists are averaged with the bi-encoder's (`extra_scores`) and the next
+round, starting from it (`init`), trains on them; `dev_rerank` measures each round as a reranker
+of the default encoder's top hits on dev queries, and the pipeline keeps the best round.
 
-    python -m edge_dse.distill.teacher train --out work/distill/teacher
-    python -m edge_dse.distill.teacher export --model work/distill/teacher/model --out assets/teacher
+    python -m edge_dse.distill.teacher train --out work/distill/teacher --candidates work/distill/teacher-lists
 
 Training-time code (torch): not imported by `import edge_dse`.
 """
@@ -34,12 +35,12 @@ from . import train_common as tc
 @dataclass
 class TeacherConfig:
     base: str = tc.BASE_L6
-    splits: tuple[str, ...] = ("pydoc.train", "wordnet.train", "debian.train")
-    queries_per_split: int = 2500  # a seeded sample of each split's labelled lists
+    splits: tuple[str, ...] = ("hpd",)  # teacher_lists.SPLIT
+    queries_per_split: int = 7200  # a seeded sample of each split's labelled lists
     group: int = 8  # passages per query per step: the positive and 7 negatives
     batch_queries: int = 4
     epochs: int = 1
-    max_length: int = 192
+    max_length: int = 256  # the library's chunk length: it judges what the library stores
     lr: float = 4e-5
     head_lr: float = 1e-3
     warmup: float = 0.06
@@ -49,15 +50,26 @@ class TeacherConfig:
     checkpoint_every: int = 50
     threads: int = 2
     ensemble_weights: dict = field(default_factory=dict)  # model id -> weight (default 1 each)
+    init: str | None = None  # a cross-encoder folder to start from (the previous round)
+    extra_scores: str | None = None  # a folder of `{split}.teacher.npz` (the previous round's scores), joined to the labels
 
 
 def load_examples(cfg: TeacherConfig, cand_dir: Path, labels_dir: Path) -> list[tc.ListExample]:
     out = []
     for split in cfg.splits:
         rows, scores = labels_mod.load(labels_dir, split)
-        targets = tc.ensemble(scores, cfg.ensemble_weights or None)
         keep = labels_mod.choose_rows(len(rows), cfg.queries_per_split, seed=cfg.seed)
-        out += tc.list_examples(cand_dir, split, rows[keep], targets[keep])
+        rows, scores = rows[keep], {k: v[keep] for k, v in scores.items()}
+        if cfg.extra_scores:
+            with np.load(Path(cfg.extra_scores) / f"{split}.teacher.npz") as z:
+                have = {int(r): i for i, r in enumerate(z["rows"])}
+                if any(int(r) not in have for r in rows) or int(z["done"]) < len(z["rows"]):
+                    raise ValueError(f"{cfg.extra_scores}: the previous round did not score every list of {split}")
+                prev = z["scores"][[have[int(r)] for r in rows]]
+            width = min(prev.shape[1], next(iter(scores.values())).shape[1])
+            scores = {k: v[:, :width] for k, v in scores.items()}
+            scores["teacher (previous round)"] = prev[:, :width]
+        out += tc.list_examples(cand_dir, split, rows, tc.ensemble(scores, cfg.ensemble_weights or None))
     random.Random(cfg.seed).shuffle(out)
     return out
 
@@ -82,7 +94,7 @@ def train(cfg: TeacherConfig, out: Path, cand_dir: Path, labels_dir: Path, log=p
     torch.set_num_threads(cfg.threads)
     tc.set_seed(cfg.seed)
     examples = load_examples(cfg, cand_dir, labels_dir)
-    model, tok = _model_and_tokenizer(tc.base_transformer_dir(cfg.base))
+    model, tok = _model_and_tokenizer(Path(cfg.init) if cfg.init else tc.base_transformer_dir(cfg.base))
     head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
     loop = tc.TrainLoop("teacher", {"model": model}, [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.head_lr}],
@@ -109,6 +121,74 @@ def train(cfg: TeacherConfig, out: Path, cand_dir: Path, labels_dir: Path, log=p
     tc.write_json(out / "train.json", {"config": asdict(cfg), "examples": len(examples), **loop.summary(),
                                        "finished": datetime.datetime.now().isoformat(timespec="seconds")})
     return final
+
+
+# -- dev measurement ---------------------------------------------------------------------------
+@dataclass
+class DevList:
+    """One dev query with the default encoder's top hits (its order) and where the positive is."""
+
+    split: str
+    query: str
+    passages: list[str]
+    positive: int | None  # index into passages; None when the encoder missed it in the top N
+
+
+def dev_lists(data_dir: Path, splits: Sequence[str], *, encoder: str = "baseline", queries: int = 60, depth: int = 20,
+              corpus: int = 1500, report_queries: int = 200, seed: int = 1) -> list[DevList]:
+    """Rounds and sizes are chosen on these, not on the reported eval: per held-out split, a seeded
+    sample of queries that `edge-dse eval --queries report_queries` does not report (when the
+    split has any left; the Python FAQ's 176 are all reported, so there the choice sees them),
+    ranked over the reported corpus plus their own positives."""
+    from ..encoder import Encoder
+    from .candidates import dense_neighbours
+    from .data import read_jsonl
+    from .evaluate import load_split
+
+    enc = Encoder(encoder)
+    out = []
+    for name in splits:
+        if not (Path(data_dir) / f"{name}.jsonl").is_file():
+            continue
+        reported = load_split(Path(data_dir), name, max_queries=report_queries, max_corpus=corpus)
+        asked = set(reported.queries)
+        pairs = [p for p in read_jsonl(Path(data_dir) / f"{name}.jsonl") if p.query not in asked] or \
+            [p for p in read_jsonl(Path(data_dir) / f"{name}.jsonl")]
+        chosen = random.Random(seed).sample(pairs, min(queries, len(pairs)))
+        docs = list(dict.fromkeys(reported.corpus + [p.passage for p in chosen]))
+        top = dense_neighbours(enc.encode(docs, kind="document"), enc.encode([p.query for p in chosen], kind="query"), depth)
+        for p, row in zip(chosen, top):
+            hits = [docs[int(i)] for i in row]
+            out.append(DevList(name, p.query, hits, hits.index(p.passage) if p.passage in hits else None))
+    return out
+
+
+def _ndcg10(orders: Sequence[Sequence[int]], lists: Sequence[DevList]) -> float:
+    import math
+
+    gain = [1 / math.log2(list(o[:10]).index(d.positive) + 2) if d.positive in list(o[:10]) else 0.0
+            for o, d in zip(orders, lists)]
+    return float(np.mean(gain)) if gain else 0.0
+
+
+def dev_rerank(model_dir: Path, lists: Sequence[DevList], max_length: int) -> dict:
+    """nDCG@10 per split of the encoder's order and of the teacher's rerank of it, and the mean gain."""
+    pairs = [(d.query, p) for d in lists for p in d.passages]
+    scores = torch_scores(model_dir, pairs, max_length)
+    orders, at = [], 0
+    for d in lists:
+        s = scores[at: at + len(d.passages)]
+        at += len(d.passages)
+        orders.append([int(i) for i in np.argsort(-s, kind="stable")])
+    out: dict = {}
+    for split in dict.fromkeys(d.split for d in lists):
+        idx = [i for i, d in enumerate(lists) if d.split == split]
+        sub = [lists[i] for i in idx]
+        out[split] = {"encoder": round(_ndcg10([range(len(d.passages)) for d in sub], sub), 4),
+                      "reranked": round(_ndcg10([orders[i] for i in idx], sub), 4)}
+    out["mean_gain"] = round(float(np.mean([v["reranked"] - v["encoder"] for v in out.values()])), 4)
+    out["worst_gain"] = round(float(min(v["reranked"] - v["encoder"] for k, v in out.items() if k != "mean_gain")), 4)
+    return out
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -152,7 +232,7 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
         tokenizer.no_truncation()
         tokenizer.save(str(build / "tokenizer.json"))
         card = {"id": model_id, "name": out_dir.name, "kind": "cross-encoder", "dim": 1, "output": "logits",
-                "max_length": max_length, "role": "teacher: cross-encoder that reranks the student's top hits"}
+                "max_length": max_length, "role": "teacher: cross-encoder that reranks the default encoder's top hits"}
         (build / "card.json").write_text(json.dumps(card), encoding="utf-8")
         ref = torch_scores(model_dir, measure_pairs, max_length)
         rr = Reranker(build)
@@ -183,6 +263,17 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
             shutil.rmtree(build, ignore_errors=True)
 
 
+def _dev_table(points: Sequence[dict]) -> list[str]:
+    splits = [k for k in points[0] if isinstance(points[0][k], dict)] if points else []
+    lines = ["| run | lists | round | " + " | ".join(f"{s} encoder → reranked" for s in splits) + " | mean gain | worst gain | train s |",
+             "|---|---:|---:|" + "---|" * len(splits) + "---:|---:|---:|"]
+    for p in points:
+        cells = [f"{p[s]['encoder']:.3f} → {p[s]['reranked']:.3f}" for s in splits]
+        lines.append(f"| {p['run']} | {p['lists']} | {p.get('round') or ''} | " + " | ".join(cells) +
+                     f" | {p['mean_gain']:+.4f} | {p['worst_gain']:+.4f} | {p.get('train_seconds', '')} |")
+    return lines
+
+
 def render_teacher_card_md(card: dict) -> str:
     """card.json of a cross-encoder teacher -> a human model card (Markdown)."""
     from .export import evaluation_md
@@ -191,6 +282,7 @@ def render_teacher_card_md(card: dict) -> str:
     cfg = training.get("config") or {}
     q = card.get("quantization") or {}
     m = q.get("measured") or {}
+    lists = card.get("lists") or {}
     lines = [f"# {card['name']}: `{card['id']}`", "", f"{card['role']}.", "",
              "Generated from `card.json` by `edge_dse.distill`; do not edit by hand.", "",
              "## What it is", "",
@@ -202,25 +294,41 @@ def render_teacher_card_md(card: dict) -> str:
     lines += [f"| `{f}` | {v['bytes']:,} | `{v['sha256']}` |" for f, v in (card.get("files") or {}).items()]
     lines += ["", "## How it was made", "",
               "No cross-encoder weights exist offline, so this one was trained here without human labels "
-              "(Trans-Encoder): per candidate list (the natural positive + BM25, dense and random negatives), "
-              f"KL to softmax(z-scored bi-encoder ensemble {card.get('ensemble')} / {cfg.get('temperature')}) mixed "
-              f"{cfg.get('gold_weight')} with the one-hot natural positive.", "",
-              f"- Data: {', '.join(cfg.get('splits', []))} (training splits of the Debian text sources, split by document, seed "
-              f"{cfg.get('seed')}), {training.get('examples')} query lists, groups of {cfg.get('group')}, "
-              f"{cfg.get('batch_queries')} queries a step, {cfg.get('epochs')} epoch(s).",
-              f"- AdamW lr {cfg.get('lr')} (head {cfg.get('head_lr')}), warm-up {cfg.get('warmup')}; "
-              f"{training.get('steps')} steps, loss {training.get('loss_first_50', 0):.3f} (first 50) -> {training.get('loss_last_50', 0):.3f} (last 50).",
+              "(Trans-Encoder): per candidate list (the natural positive, then BM25, mpnet-nearest and random "
+              f"negatives), KL to softmax(z-scored {card.get('labeller', 'bi-encoder')} cosine / {cfg.get('temperature')}) mixed "
+              f"{cfg.get('gold_weight')} with the one-hot natural positive; from round 2 on, the previous round's own "
+              "scores are averaged into the target (mutual distillation) and training starts from that round.", ""]
+    if lists:
+        lines += [f"- Lists: {lists.get('lists')} queries drawn from stage 1's text set (the training side of every "
+                  f"source, every query shape), over a pool of {lists.get('pool')} passages; negatives per list "
+                  f"{lists.get('negatives')}; a negative with cosine >= {lists.get('duplicate_cosine')} to the positive is "
+                  "dropped as a near-duplicate. Shapes: " +
+                  ", ".join(f"{k} {v}" for k, v in (lists.get("by_source_shape") or {}).items()) + "."]
+    lines += [f"- Chosen run `{card.get('chosen')}`: {training.get('examples')} lists, groups of {cfg.get('group')}, "
+              f"{cfg.get('batch_queries')} queries a step, {cfg.get('epochs')} epoch(s); AdamW lr {cfg.get('lr')} "
+              f"(head {cfg.get('head_lr')}), warm-up {cfg.get('warmup')}; {training.get('steps')} steps, loss "
+              f"{training.get('loss_first_50', 0):.3f} (first 50) -> {training.get('loss_last_50', 0):.3f} (last 50).",
               f"- Exported with Optimum (text-classification), quantised {q.get('method', 'dynamic')} "
               f"({q.get('weight_type', '')}, per_channel={q.get('per_channel')}, reduce_range={q.get('reduce_range')}).",
               f"- int8 vs PyTorch fp32 on {m.get('pairs')} held-out pairs: Spearman {m.get('spearman_vs_torch_fp32')}, "
-              f"largest difference {m.get('max_abs_diff')}; {m.get('pairs_per_s_one_at_a_time')} pairs/s one at a time.", "",
-              "Re-make it (with the student) from the repository root, after `pip install -e '.[train]'`:", "",
+              f"largest difference {m.get('max_abs_diff')}; {m.get('pairs_per_s_one_at_a_time')} pairs/s one at a time.", ""]
+    if card.get("curve"):
+        lines += ["### Learning curve and rounds", "",
+                  "Each run measured as a reranker of the baseline encoder's top 20 (PyTorch fp32) on dev queries that "
+                  "the held-out table below does not report (the Python FAQ has no spare questions: there the same "
+                  "questions are used). nDCG@10:", ""] + _dev_table(card["curve"]) + [""]
+    lines += ["Re-make it (with the student) from the repository root, after `pip install -e '.[train]'`:", "",
               "```", card.get("made_by") or "(not recorded)", "```", "",
               f"Made {card.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items()) + "."]
     lines += evaluation_md(card)
+    rerank = card.get("rerank") or {}
+    if rerank.get("default_depth"):
+        lines += ["", "## Rerank depth", "",
+                  f"The UI, CLI and API rerank the top **{rerank['default_depth']}** hits by default ({rerank.get('rule', '')}).", ""]
+        lines += rerank.get("table", [])
     lines += ["", "## Limits", "",
-              "- Its labels came from bi-encoders and natural pairs, not from human relevance judgements: it is as "
-              "good as the held-out table above says, no better.",
+              "- Its labels came from a bi-encoder, its own earlier rounds and natural pairs, not from human relevance "
+              "judgements: it is as good as the held-out table above says, no better.",
               "- English technical text (package descriptions, dictionary glosses, Python docs); other text is not measured.", ""]
     return "\n".join(lines)
 
