@@ -74,6 +74,9 @@ class Plan:
     # 2: the whole pipeline, the student ends with DSE from the teacher. 1: stage 1 only, and stage
     # 1's model is the student that --install ships (the teacher is neither made nor touched).
     stages: int = 2
+    # "teacher": stop once the teacher is made (data, stage 1's vectors, the teacher; --install
+    # ships the teacher alone); "student": the whole pipeline.
+    until: str = "student"
     seed: int = 0
 
     def command(self) -> str:
@@ -86,6 +89,8 @@ class Plan:
             if value != getattr(default, name):
                 value = ",".join(map(str, value)) if isinstance(value, tuple) else (value or 0)
                 flags += f" --{name.replace('_', '-')} {value}"
+        if self.until != default.until:
+            flags += f" --until {self.until}"
         return "edge-dse distill" + flags + ("" if self.tiny else " --install")
 
     @property
@@ -347,6 +352,12 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
             _install({"student": asset}, assets or config.assets_dir(), log)
         return {"student": asset, "student_model": stage1_dir}
 
+    teacher_asset = teacher_stage(plan, base_teacher, log)
+    if plan.until == "teacher":
+        if install:
+            _install({"teacher": teacher_asset}, assets or config.assets_dir(), log)
+        return {"teacher": teacher_asset}
+
     from ..encoder import Encoder
 
     if _step("candidates", all((cand_dir / f"{s}.candidates.jsonl").is_file() for s in plan.train_splits), log):
@@ -357,8 +368,6 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
                 pairs = [pairs[i] for i in labels_mod.choose_rows(len(pairs), plan.pairs_per_split, seed=plan.seed)]
                 pool, cands = cand_mod.mine(pairs, encoder=encoder, seed=plan.seed, cache_dir=cand_dir / "vectors")
                 cand_mod.write(pool, cands, cand_dir, split)
-
-    teacher_asset = teacher_stage(plan, base_teacher, log)
 
     examples = []
     for split in plan.train_splits:
@@ -410,17 +419,24 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"{help_text} (default {getattr(Plan, name)})")
     ap.add_argument("--teacher-sizes", default=None, metavar="N,N,...",
                     help=f"the teacher's learning curve: list counts to train on, in turn (default {','.join(map(str, Plan.teacher_sizes))})")
+    ap.add_argument("--until", choices=("teacher", "student"), default="student",
+                    help="teacher: stop once the teacher is made (--install ships it alone); student: the whole pipeline (default)")
     args = ap.parse_args(argv)
     plan = Plan.tiny_plan(args.work) if args.tiny else Plan(args.work, seed=args.seed)
     if args.teacher_sizes:
         plan.teacher_sizes = tuple(int(n) for n in args.teacher_sizes.split(","))
+    plan.until = args.until
     for name in sizes:
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, (value or None) if name in ("pairs_per_split", "student_list_width") else value)
     t = time.perf_counter()
     out = run(plan, install=args.install)
-    print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out.get('teacher', '(not made: --stages 1)')}, student {out['student']}")
+    print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out.get('teacher', '(not made: --stages 1)')}, "
+          f"student {out.get('student', '(not made: --until teacher)')}")
+    if "student" not in out:
+        print("distill: evaluate the teacher with: edge-dse eval " + shlex.join(["--data", str(plan.work / "data"), "--teacher", str(out["teacher"])]))
+        return 0
     evaluate = ["--data", str(plan.work / "data"), "--student", str(out["student"]), "--student-fp32", str(out["student_model"]),
                 "--promote", str(out["student"])]
     if out.get("teacher"):

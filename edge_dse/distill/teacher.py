@@ -32,6 +32,9 @@ from . import labels as labels_mod
 from . import train_common as tc
 
 
+MICRO_BATCH_TOKENS = 2048
+
+
 @dataclass
 class TeacherConfig:
     base: str = tc.BASE_L6
@@ -108,8 +111,7 @@ def train(cfg: TeacherConfig, out: Path, cand_dir: Path, labels_dir: Path, log=p
         width = min(len(g[0]) for g in groups)
         pairs_q = [ex.query for ex in batch for _ in range(width)]
         pairs_p = [p for g in groups for p in g[0][:width]]
-        enc = tok(pairs_q, pairs_p, padding=True, truncation="longest_first", max_length=cfg.max_length, return_tensors="pt")
-        logits = model(**enc).logits.view(len(batch), width)
+        logits = _pair_logits(model, tok, pairs_q, pairs_p, cfg.max_length).view(len(batch), width)
         target = tc.soft_target(np.stack([g[1][:width] for g in groups]), cfg.gold_weight, cfg.temperature)
         loop.update(-(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean(), units=len(pairs_q), extra=" pairs")
     tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
@@ -121,6 +123,30 @@ def train(cfg: TeacherConfig, out: Path, cand_dir: Path, labels_dir: Path, log=p
     tc.write_json(out / "train.json", {"config": asdict(cfg), "examples": len(examples), **loop.summary(),
                                        "finished": datetime.datetime.now().isoformat(timespec="seconds")})
     return final
+
+
+def _pair_logits(model, tok, queries: Sequence[str], passages: Sequence[str], max_length: int,
+                 max_tokens: int = MICRO_BATCH_TOKENS):
+    """One logit per (query, passage), in order. The pairs run in micro-batches of similar length
+    (at most max_tokens padded tokens each): most pairs are short (median ~40 tokens) and padding a
+    whole step to its longest pair (256) made training ~4x slower, the result is the same."""
+    import torch
+
+    enc = tok(list(queries), list(passages), truncation="longest_first", max_length=max_length)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    out = [None] * len(lengths)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and lengths[order[end]] * (end + 1 - start) <= max_tokens:
+            end += 1
+        idx = order[start:end]
+        feats = tok.pad({k: [enc[k][i] for i in idx] for k in enc.keys()}, return_tensors="pt")
+        for i, v in zip(idx, model(**feats).logits[:, 0]):
+            out[i] = v
+        start = end
+    return torch.stack(out)
 
 
 # -- dev measurement ---------------------------------------------------------------------------
@@ -192,7 +218,7 @@ def dev_rerank(model_dir: Path, lists: Sequence[DevList], max_length: int) -> di
 
 
 # -- export ------------------------------------------------------------------------------------
-def torch_scores(model_dir: Path, pairs: Sequence[tuple[str, str]], max_length: int, batch: int = 32) -> np.ndarray:
+def torch_scores(model_dir: Path, pairs: Sequence[tuple[str, str]], max_length: int, batch: int = 64) -> np.ndarray:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -201,9 +227,7 @@ def torch_scores(model_dir: Path, pairs: Sequence[tuple[str, str]], max_length: 
     out = []
     with torch.inference_mode():
         for chunk in tc.batched(list(pairs), batch):
-            enc = tok([q for q, _ in chunk], [p for _, p in chunk], padding=True, truncation="longest_first",
-                      max_length=max_length, return_tensors="pt")
-            out.append(model(**enc).logits[:, 0].float().numpy())
+            out.append(_pair_logits(model, tok, [q for q, _ in chunk], [p for _, p in chunk], max_length).float().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
