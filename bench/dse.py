@@ -3,6 +3,7 @@ exhaustively (one forward pass per (query, passage) pair) vs the student bi-enco
 passages' vectors precomputed (one query encode + a matrix product + a top-10 partition).
 
     python -m bench.dse [--sizes 1000 10000] [--teacher-pairs 2000] [--teacher DIR] [--student DIR]
+    python -m bench.dse --rerank [--teacher DIR] [--vs NAME=DIR ...]   # rerank latency by depth
 
 Candidates are real Python docs passages (repeated when N is larger than the docs). The teacher's
 cost is linear in N (every pair is scored alone), so it is timed on --teacher-pairs pairs at most
@@ -75,14 +76,69 @@ def section(sizes: list[int], teacher_pairs: int, threads: int, teacher: str | N
             f">= {TARGET}x at 10k\n\n" + md_table(headers, rows)), {"dse": {r["n"]: r["teacher_s"] / r["student_s"] for r in got["rows"]}}
 
 
+RERANK_DEPTHS = (10, 20, 30, 50)
+
+
+def rerank_latency(p: dict) -> dict:
+    """Median ms to rerank a query's top N chunk-sized passages (Python docs chunks, 256 tokens at
+    most), per depth, for each model: the teacher(s) through the run-time Reranker, and a bi-encoder
+    (e.g. all-mpnet-base-v2 int8) encoding the same N passages and the query, which costs what a
+    cross-encoder of its size (12 layers, 768-d for mpnet) would: one forward pass per passage."""
+    from edge_dse import Encoder, Reranker
+
+    passages = pydoc_passages(max(p["depths"]) * 4, min_chars=800)
+    queries = pydoc_queries(p["queries"])
+    out = {}
+    for name, path in p["models"].items():
+        try:
+            model = Reranker(path, threads=p["threads"])
+        except Exception:
+            model = Encoder(path, threads=p["threads"], max_length=256)
+        run = (lambda q, docs: model.score(q, docs)) if isinstance(model, Reranker) else \
+            (lambda q, docs: model.encode(docs, kind="document") @ model.encode([q], kind="query")[0])
+        run(queries[0], passages[:8])  # warm-up
+        rows = {}
+        for d in p["depths"]:
+            rounds = []
+            for r in range(p["rounds"]):
+                times = []
+                for qi, q in enumerate(queries):
+                    docs = passages[(qi * 7 + r) % (len(passages) - d):][:d]
+                    t0 = time.perf_counter()
+                    run(q, docs)
+                    times.append((time.perf_counter() - t0) * 1000)
+                rounds.append(statistics.median(times))
+            rows[d] = statistics.median(rounds)
+        out[name] = rows
+    return out
+
+
+def rerank_section(models: dict[str, str], threads: int = 2, depths=RERANK_DEPTHS, queries: int = 20, rounds: int = 3) -> str:
+    """The rerank-latency table, each model's ms also as a ratio to the first model's."""
+    got = rerank_latency({"models": models, "threads": threads, "depths": list(depths), "queries": queries, "rounds": rounds})
+    first = next(iter(got))
+    rows = [[name] + [f"{ms[d]:.0f} ({ms[d] / got[first][d]:.2f}x)" for d in depths] for name, ms in got.items()]
+    return (f"rerank: median ms over {queries} queries (median of {rounds} rounds) to score the top N chunks "
+            f"(Python docs, >= 800 chars, cut at 256 tokens), {threads} threads; (ratio to `{first}`)\n\n"
+            + md_table(["model"] + [f"top {d}" for d in depths], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--rerank", action="store_true", help="rerank latency by depth instead of the DSE speed-up")
+    ap.add_argument("--vs", action="append", default=[], metavar="NAME=DIR",
+                    help="with --rerank: another model to time (a teacher folder or a bi-encoder asset)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
     ap.add_argument("--teacher-pairs", type=int, default=2000)
     ap.add_argument("--teacher")
     ap.add_argument("--student")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.rerank:
+        models = {"teacher " + (args.teacher or "assets/teacher"): args.teacher or str(ASSETS / "teacher")}
+        models.update(dict(v.split("=", 1) for v in args.vs))
+        print(rerank_section(models, args.threads))
+        return
     print(section(args.sizes, args.teacher_pairs, args.threads, args.teacher, args.student)[0])
 
 

@@ -12,6 +12,12 @@ How many of the student's top hits the teacher re-scores by default is the teach
 card records a measured depth under "rerank": {"default_depth": N} (the rest of that dict is the
 measurement); a card without one gets DEFAULT_DEPTH.
 
+The teacher's card may also record "rerank": {"encoder_weight": w}: the hits are then ordered by
+the teacher's scores blended with the encoder's own order (`blend`), w chosen on dev queries when
+the teacher was made. A cross-encoder that is strong on one kind of text and unsure on another
+then keeps what the encoder already got right where it has no firm opinion; w = 0 (or no entry)
+is the teacher alone.
+
 Like the encoder: onnxruntime + tokenizers + numpy only, imported lazily.
 """
 
@@ -47,6 +53,32 @@ class Reranked:
 
     index: int
     score: float
+
+
+def blend(scores: "np.ndarray", encoder_weight: float) -> "np.ndarray":
+    """Ranking scores for passages given in the encoder's order: z(teacher scores) +
+    encoder_weight * z(-log2(rank + 2)), z-scored within this list (so the teacher's logit scale
+    does not matter), the prior shaped like nDCG's discount. encoder_weight 0: the teacher alone."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=np.float32)
+    if not encoder_weight or len(s) < 2:
+        return s
+    prior = -np.log2(np.arange(len(s), dtype=np.float32) + 2)
+
+    def z(x):
+        return (x - x.mean()) / max(float(x.std()), 1e-6)
+
+    return (z(s) + float(encoder_weight) * z(prior)).astype(np.float32)
+
+
+def card_encoder_weight(card: dict, path: Path | str = "the teacher") -> float:
+    """The weight of the encoder's order in a teacher card's blend ("rerank": {"encoder_weight": w}), else 0."""
+    w = (card.get("rerank") or {}).get("encoder_weight", 0.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+        raise EdgeDSEError(f"{path}/card.json: rerank.encoder_weight is {w!r}, not a number >= 0: "
+                           "fix the card or re-make the teacher with `edge-dse distill`")
+    return float(w)
 
 
 def resolve_teacher_dir(model: str | os.PathLike | None) -> Path:
@@ -116,6 +148,7 @@ class Reranker:
             self.path, self.card, self.max_length = path, card, enc.max_length
         self.id: str = self.card["id"]
         self.default_depth: int = card_depth(card, path)
+        self.encoder_weight: float = card_encoder_weight(card, path)
 
     def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32,
               max_batch_tokens: int = MAX_BATCH_TOKENS, on_progress: Progress | None = None) -> "np.ndarray":
@@ -162,14 +195,16 @@ class Reranker:
 
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
                on_progress: Progress | None = None) -> list[Reranked]:
-        """The passages' indexes, best first by the teacher (ties keep the given order)."""
-        scores = self.score(query, passages, on_progress=on_progress)
+        """The passages' indexes, best first by the teacher (ties keep the given order). The
+        passages come in the encoder's order: the card's encoder_weight blends it in (`blend`),
+        and the score returned is the blended one."""
+        scores = blend(self.score(query, passages, on_progress=on_progress), self.encoder_weight)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
         return [Reranked(i, float(scores[i])) for i in order[: top_k or len(order)]]
 
     def describe(self) -> dict:
         return {"id": self.id, "kind": self.kind, "path": str(self.path), "max_length": self.max_length,
-                "default_depth": self.default_depth}
+                "default_depth": self.default_depth, "encoder_weight": self.encoder_weight}
 
     def __repr__(self) -> str:
         return f"Reranker({self.id!r}, kind={self.kind!r})"

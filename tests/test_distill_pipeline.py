@@ -83,6 +83,24 @@ def test_the_teacher_grew_along_its_curve_then_ran_two_rounds(tiny_run):
     with np.load(Path(round2["extra_scores"]) / "hpd.teacher.npz") as z:  # round 1's own scores joined its labels
         assert int(z["done"]) == len(z["rows"]) == card["rounds"][0]["lists"] and np.isfinite(z["scores"][:, 0]).all()
     assert card["max_length"] == 64 and card["made_by"].startswith("edge-dse distill --tiny")
+    # every point tried the blends with the encoder's order; the chosen point's weight is the card's
+    from edge_dse.distill.teacher import ENCODER_WEIGHTS
+
+    for point in card["curve"]:
+        assert set(point["by_weight"]) == {str(w) for w in ENCODER_WEIGHTS} and point["encoder_weight"] in ENCODER_WEIGHTS
+    chosen = next(p for p in card["curve"] if p["run"] == card["chosen"])
+    assert card["rerank"]["encoder_weight"] == chosen["encoder_weight"] == Reranker(root / "assets" / "teacher").encoder_weight
+
+
+def test_until_teacher_makes_and_installs_the_teacher_alone(tiny_run, tmp_path):
+    plan, _, _, root = tiny_run
+    from dataclasses import replace
+
+    logs: list[str] = []
+    out = pipeline.run(replace(plan, until="teacher"), install=True, assets=tmp_path, log=logs.append)
+    assert set(out) == {"teacher"} and sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]
+    assert not any(line.startswith(("distill: candidates", "distill: student")) for line in logs), logs
+    assert "--until teacher" in replace(plan, until="teacher").command()
 
 
 def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..rerank import blend
 from .candidates import bm25_neighbours, dense_neighbours
 from .data import read_jsonl
 from .train_common import spearman
@@ -121,14 +122,18 @@ def evaluate(models: dict[str, Embed], splits: Sequence[Split], *, reranker=None
             log(f"eval: {split.name}: {name} {rows[name]} ({time.perf_counter() - t:.0f} s)")
         if reranker is not None and rerank_base in tops:
             top, qv, pv = tops[rerank_base]
+            weight = float(getattr(reranker, "encoder_weight", 0.0))
             reranked = {d: [] for d in rerank_depths}
+            alone = {d: [] for d in rerank_depths}  # the teacher's own order, shown beside the blend
             rhos, ms = [], {d: [] for d in rerank_depths}
             for qi, q in enumerate(split.queries):
                 cand = [int(i) for i in top[qi][:deepest]]
                 scores = reranker.score(q, [split.corpus[i] for i in cand])
-                for d in rerank_depths:
-                    order = np.argsort(-scores[:d], kind="stable")
+                for d in rerank_depths:  # as the run-time reranker orders them (its card's blend)
+                    order = np.argsort(-blend(scores[:d], weight), kind="stable")
                     reranked[d].append([cand[i] for i in order] + cand[d:])
+                    order = np.argsort(-scores[:d], kind="stable")
+                    alone[d].append([cand[i] for i in order] + cand[d:])
                 if qi % 4 == 0:  # the latency a user sees at each depth, on a quarter of the queries
                     for d in rerank_depths:
                         t = time.perf_counter()
@@ -141,6 +146,9 @@ def evaluate(models: dict[str, Embed], splits: Sequence[Split], *, reranker=None
                         rhos.append(rho)
             for d in rerank_depths:
                 rows[f"{rerank_base} + teacher rerank@{d}"] = metrics(reranked[d], split.positive)
+            if weight:
+                for d in rerank_depths:
+                    rows[f"{rerank_base} + teacher alone (no blend) @{d}"] = metrics(alone[d], split.positive)
             out["rerank"]["ms"][split.name] = {str(d): round(float(np.median(v)), 1) for d, v in ms.items() if v}
             out["agreement"][split.name] = round(float(np.mean(rhos)), 4) if rhos else None
             log(f"eval: {split.name}: rerank " + ", ".join(f"@{d} {rows[f'{rerank_base} + teacher rerank@{d}']['ndcg@10']}"
@@ -325,7 +333,8 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
         "table": markdown(result), "result": result,
     }
     if card.get("kind") == "cross-encoder" and choose_depth(result):
-        card["rerank"] = choose_depth(result)  # the depth the UI, CLI and API rerank by default
+        # the depth the UI, CLI and API rerank by default; the blend weight chosen on dev stays
+        card["rerank"] = {**(card.get("rerank") or {}), **choose_depth(result)}
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     render = render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md
     (Path(asset) / "card.md").write_text(render(card), encoding="utf-8")

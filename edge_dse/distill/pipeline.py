@@ -264,8 +264,11 @@ def teacher_stage(plan: Plan, base: str, log=print) -> Path:
 
     def measured(name: str, cfg) -> dict:
         run_dir = tdir / name
-        for point in curve:
+        for i, point in enumerate(curve):
             if point["run"] == name:
+                if "by_weight" not in point:  # measured before blends were tried: re-measure, keep the model
+                    curve[i] = point = {**point, **teacher_mod.dev_rerank(Path(point["model"]), dev, max_length)}
+                    tc.write_json(curve_path, curve)
                 return point
         t = time.perf_counter()
         model = teacher_mod.train(cfg, run_dir, lists_dir, lists_dir, log=log)
@@ -274,7 +277,8 @@ def teacher_stage(plan: Plan, base: str, log=print) -> Path:
                  **teacher_mod.dev_rerank(model, dev, max_length)}
         curve.append(point)
         tc.write_json(curve_path, curve)
-        log(f"distill: teacher {name}: dev mean gain {point['mean_gain']:+.4f}, worst split {point['worst_gain']:+.4f}")
+        log(f"distill: teacher {name}: dev mean gain {point['mean_gain']:+.4f}, worst split {point['worst_gain']:+.4f} "
+            f"(encoder weight {point['encoder_weight']})")
         return point
 
     best = None
@@ -303,7 +307,8 @@ def teacher_stage(plan: Plan, base: str, log=print) -> Path:
     train_info = json.loads((Path(chosen["model"]).parent / "train.json").read_text())
     export_teacher(plan, Path(chosen["model"]), asset, max_length,
                    {"training": train_info, "labeller": plan.hpd_labeller, "lists": json.loads((lists_dir / f"{teacher_lists.SPLIT}.manifest.json").read_text()),
-                    "curve": curve, "rounds": [{k: v for k, v in p.items() if k != "model"} for p in rounds], "chosen": chosen["run"]}, log)
+                    "curve": curve, "rounds": [{k: v for k, v in p.items() if k != "model"} for p in rounds], "chosen": chosen["run"],
+                    "rerank": {"encoder_weight": chosen["encoder_weight"]}}, log)
     return asset
 
 
