@@ -93,7 +93,8 @@ def label(text_dir: Path, out_dir: Path, embed: Callable[[Sequence[str]], np.nda
     def commit(i: int, vecs) -> None:
         nonlocal done
         vecs = np.asarray(vecs, dtype=np.float32)
-        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        # Not in place: an array back from Ray is a read-only view of its object store.
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         tmp = out_dir / f".shard-{i:05d}.tmp.npy"
         np.save(tmp, vecs.astype(np.float16))
         tmp.replace(shard_path(out_dir, i))

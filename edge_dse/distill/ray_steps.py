@@ -88,10 +88,10 @@ class RayMap:
         ray = self._ray
         size = max(1, min(self._cpus, self.workers or self._cpus))
         cls = ray.remote(num_cpus=1, max_restarts=1, max_task_retries=1)(_Worker)
+        # fn pickles as its settings (a model's path, not the model): small enough to pass to
+        # each actor as is, which also lets Ray restart an actor without an object to keep alive.
         fn = _one_cpu(fn)
-        # In the object store once, not once per actor.
-        fn_ref = ray.put(fn)
-        actors = [cls.remote(fn_ref) for _ in range(size)]
+        actors = [cls.remote(fn) for _ in range(size)]
         idle = list(actors)
         in_flight: dict = {}  # ObjectRef -> (piece number, actor)
         finished: dict = {}  # piece number -> result, waiting for the pieces before it
@@ -125,7 +125,9 @@ class RayMap:
                                            "it are saved: run again to resume") from None
                     idle.append(actor)
         finally:
-            for actor in actors:  # done, failed or abandoned (the caller stopped reading): free the CPUs
+            for ref in in_flight:  # abandoned (the caller stopped reading): not worth a retry
+                ray.cancel(ref)
+            for actor in actors:  # done, failed or abandoned: free the CPUs
                 ray.kill(actor)
 
 
