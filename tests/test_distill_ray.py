@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ast
 import json
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,7 @@ def local_vectors(texts, tmp_path_factory) -> Path:
 
 def assert_same_vectors(got: Path, want: Path) -> None:
     a, b = shards(got), shards(want)
-    assert a.keys() == b.keys() and len(a) > 3
+    assert a.keys() == b.keys() and len(a) > 3, (a.keys(), b.keys())
     assert [len(v) for v in a.values()] == [len(v) for v in b.values()]
     worst = max(float(np.abs(a[k].astype(np.float32) - b[k].astype(np.float32)).max()) for k in a)
     print(f"\nray vs local vectors: {len(a)} shards, {sum(map(len, a.values()))} texts, max abs difference {worst:.5f}")
@@ -140,6 +142,43 @@ def test_a_stopped_ray_labelling_keeps_its_shards_and_resumes_with_the_missing_o
     hpd_vectors.label(text_dir, out, lambda batch: pytest.fail("a complete folder was labelled again"),
                       n_pairs=n_pairs, shard=SHARD, log=again.append)
     assert again == []
+
+
+@needs_ray
+def test_a_killed_driver_loses_only_the_shards_in_flight_and_a_local_run_resumes(ray_cluster, texts, tmp_path):
+    text_dir, n_pairs = texts
+    out = tmp_path / "vectors"
+    total = -(-len(hpd_texts.texts_in_order(hpd_texts.read(text_dir)[1], n_pairs)) // 16)  # shards of 16: many pieces
+    driver = ("import sys\nfrom pathlib import Path\nfrom edge_dse.distill import hpd_vectors\n"
+              "from edge_dse.distill.ray_steps import RayMap\n"
+              "with RayMap(sys.argv[3]) as ray_map:\n"
+              "    hpd_vectors.label(Path(sys.argv[1]), Path(sys.argv[2]), hpd_vectors.onnx_labeller(sys.argv[4], max_length=128),\n"
+              "                      n_pairs=int(sys.argv[5]), shard=16, mapper=ray_map)\n")
+    with open(tmp_path / "driver.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", driver, str(text_dir), str(out), ray_cluster["address"],
+                                 str(shipped_model_dir()), str(n_pairs)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    try:
+        while len(list(out.glob("shard-*.npy"))) < 2:  # the event: shards committed, as another process sees them
+            assert proc.poll() is None, f"the driver ended first: {(tmp_path / 'driver.log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "no shard was committed through the cluster in 240 s"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    kept = sorted(p.name for p in out.glob("shard-*.npy"))
+    assert 2 <= len(kept) < total, f"the kill did not land mid-run ({len(kept)} of {total} shards)"
+    assert kept == [f"shard-{i:05d}.npy" for i in range(len(kept))]  # committed in order: no gap
+    logs: list[str] = []
+    n = hpd_vectors.label(text_dir, out, hpd_vectors.onnx_labeller(shipped_model_dir(), max_length=128), n_pairs=n_pairs,
+                          shard=16, log=logs.append)  # a local run
+    assert len(logs) == total - len(kept)  # it computed only what the killed run had not committed
+    # The same as one uninterrupted local run at this shard size (a shard is the encoder's unit of
+    # batching, and the int8 encoder's vectors move slightly with their batch-mates).
+    reference = tmp_path / "reference"
+    hpd_vectors.label(text_dir, reference, hpd_vectors.onnx_labeller(shipped_model_dir(), max_length=128),
+                      n_pairs=n_pairs, shard=16, log=lambda line: None)
+    assert_same_vectors(out, reference)
 
 
 # -- the teacher's scores --------------------------------------------------------------------
