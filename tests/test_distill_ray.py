@@ -181,6 +181,21 @@ def test_a_killed_driver_loses_only_the_shards_in_flight_and_a_local_run_resumes
     assert_same_vectors(out, reference)
 
 
+@needs_ray
+def test_ray_map_hands_back_every_result_in_order_behind_a_slow_first_piece(ray_cluster):
+    from edge_dse.distill.ray_steps import RayMap
+
+    def square(i: int) -> int:  # pickled by value: the workers need no test module
+        import time
+
+        time.sleep(2.0 if i == 0 else 0.0)  # the other worker finishes (and holds) many pieces meanwhile
+        return i * i
+
+    with RayMap(ray_cluster["address"]) as ray_map:
+        assert list(ray_map(square, range(20))) == [i * i for i in range(20)]
+        assert list(ray_map(square, [])) == []
+
+
 # -- the teacher's scores --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lists(encoder, tmp_path_factory) -> tuple[Path, str, np.ndarray]:

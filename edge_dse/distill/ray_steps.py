@@ -51,18 +51,17 @@ class RayMap:
 
     Used as a context manager around the steps: it connects on the first piece (a run whose
     steps are all cached never reaches the cluster) and disconnects only a session it started.
-    Each call starts one actor per cluster CPU (`workers` to cap it), gives each a copy of fn, and
-    keeps every actor busy with one piece; results are handed back in order, so the caller commits
-    piece k only after pieces 0..k-1. Ray restarts a dead actor once and retries its piece; a
+    Each call starts one actor per cluster CPU, gives each a copy of fn (its model loads once per
+    actor), and keeps every actor busy with one piece; results are handed back in order, so the
+    caller commits piece k only after pieces 0..k-1. Ray restarts a dead actor once and retries its piece; a
     piece that still fails stops the step with an EdgeDSEError (what was committed stays).
 
     address: "auto" (RAY_ADDRESS, else the cluster this machine joined, else a new local one), or
     any address ray.init takes ("HOST:6379", "ray://HOST:10001").
     """
 
-    def __init__(self, address: str = "auto", workers: int | None = None) -> None:
+    def __init__(self, address: str = "auto") -> None:
         self.address = address
-        self.workers = workers
         self._ray = None
         self._started = False
         self._cpus = 0
@@ -86,7 +85,7 @@ class RayMap:
         if self._ray is None:
             self._ray, self._started, self._cpus = connect(self.address, PURPOSE)
         ray = self._ray
-        size = max(1, min(self._cpus, self.workers or self._cpus))
+        size = self._cpus
         cls = ray.remote(num_cpus=1, max_restarts=1, max_task_retries=1)(_Worker)
         # fn pickles as its settings (a model's path, not the model): small enough to pass to
         # each actor as is, which also lets Ray restart an actor without an object to keep alive.
@@ -99,6 +98,11 @@ class RayMap:
         queue = [first]
         try:
             while True:
+                # Hand back first: what is left in `finished` then waits for a piece in flight,
+                # so nothing in flight means nothing left but unsent pieces.
+                while handed in finished:
+                    yield finished.pop(handed)
+                    handed += 1
                 # Results waiting for a slow earlier piece are held in memory: stop sending
                 # when that many would exceed one per actor, twice over.
                 while idle and len(finished) < 2 * size:
@@ -110,9 +114,6 @@ class RayMap:
                     actor = idle.pop()
                     in_flight[actor.run.remote(queue.pop())] = (sent, actor)
                     sent += 1
-                while handed in finished:
-                    yield finished.pop(handed)
-                    handed += 1
                 if not in_flight:
                     return
                 ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -130,10 +131,3 @@ class RayMap:
             for actor in actors:  # done, failed or abandoned: free the CPUs
                 ray.kill(actor)
 
-
-def mapper(address: str | None):
-    """A context manager giving the map function for `edge-dse distill --ray ADDRESS` (RayMap),
-    or the builtin map when address is None (Ray never imported)."""
-    from contextlib import nullcontext
-
-    return nullcontext(map) if address is None else RayMap(address)
