@@ -66,6 +66,11 @@ class RayMap:
         self._started = False
         self._cpus = 0
 
+    @property
+    def workers(self) -> int:
+        """The actors each call starts: the cluster's CPUs (0 before the first piece of work)."""
+        return self._cpus
+
     def __enter__(self) -> "RayMap":
         import_ray(PURPOSE)  # a missing extra fails now, not hours into a run
         return self
