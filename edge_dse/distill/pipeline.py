@@ -17,7 +17,8 @@ Steps (outputs under --work, default work/distill):
   student     stage 2: the stage-1 student trained further to reproduce the teacher's scores
               (student.py, DSE), stage 1's loss kept as a regulariser; exported to int8 ONNX
   eval        every model on the held-out splits (evaluate.py)
-With --install, the teacher and student asset folders are copied into assets/.
+With --install, the teacher and student asset folders are copied into assets/. With --ray [ADDRESS],
+stage 1's vectors and the teacher's scores run on a Ray cluster (ray_steps.py) into the same files.
 Training-time code: not imported by `import edge_dse`.
 """
 
