@@ -77,13 +77,38 @@ def as_cluster(spec: "str | RayCluster") -> RayCluster:
                        "or a RayCluster")
 
 
-def import_ray():
+def import_ray(purpose: str = "indexing on a Ray cluster"):
     try:
         import ray
     except ImportError as exc:
-        raise EdgeDSEError(f"indexing on a Ray cluster needs the cluster extra ({exc.name or 'ray'} is missing): "
+        raise EdgeDSEError(f"{purpose} needs the cluster extra ({exc.name or 'ray'} is missing): "
                            f"{INSTALL_HINT}") from None
     return ray
+
+
+def connect(address: str, purpose: str = "indexing on a Ray cluster") -> tuple[Any, bool, int]:
+    """Join (or start) the Ray cluster at `address` ("auto": RAY_ADDRESS, else the cluster this
+    machine joined, else a new local one). Returns (ray, started, cpus): started says this call
+    began the session, so its caller ends it (ray.shutdown) and no one else's; cpus is the
+    cluster's, the number of one-CPU workers it can run at once."""
+    ray = import_ray(purpose)
+    started = False
+    if not ray.is_initialized():  # a caller that already runs Ray keeps its own session
+        try:
+            ray.init(address=None if address == "auto" else address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            why = " ".join(str(exc).split())[:160]
+            raise EdgeDSEError(f"cannot reach the Ray cluster at {address} ({why}): "
+                               "start it with `ray start --head` or give its address to --ray") from exc
+        started = True
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if cpus < 1:
+        if started:
+            ray.shutdown()
+        raise EdgeDSEError(f"the Ray cluster at {address} has no CPUs to run tasks: "
+                           "add workers with `ray start --address=HEAD:6379`")
+    return ray, started, cpus
 
 
 class Outcome(NamedTuple):
@@ -194,21 +219,7 @@ class RayIndexer:
 
     def _connect(self) -> None:
         """Connect on the first file to embed: a sync with nothing new never starts a cluster."""
-        ray = import_ray()
-        if not ray.is_initialized():  # a caller that already runs Ray keeps its own session
-            address = None if self.spec.address == "auto" else self.spec.address
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                why = " ".join(str(exc).split())[:160]
-                raise EdgeDSEError(f"cannot reach the Ray cluster at {self.spec.address} ({why}): "
-                                   "start it with `ray start --head` or give its address to --ray") from exc
-            self._started = True
-        cpus = int(ray.cluster_resources().get("CPU", 0))
-        if cpus < 1:
-            raise EdgeDSEError(f"the Ray cluster at {self.spec.address} has no CPUs to run tasks: "
-                               "add workers with `ray start --address=HEAD:6379`")
+        ray, self._started, cpus = connect(self.spec.address)
         self._max_in_flight = IN_FLIGHT_PER_CPU * cpus
         files = {name: (self.model_dir / name).read_bytes() for name in MODEL_FILES}
         self._model_key = hashlib.sha256(b"".join(files[name] for name in MODEL_FILES)).hexdigest()[:16]

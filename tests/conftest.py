@@ -9,11 +9,13 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
 OUTPUT = REPO / "test-output"  # screenshots and other artefacts tests leave for people to look at
 
 # Each document is about one thing, so that a paraphrased query has one right answer. The
@@ -223,3 +225,33 @@ def running_ui(lib: Path, *args: str, home: Path | None = None, log_path: Path |
                 proc.wait()
     out = log_path.read_text()
     assert "Traceback" not in out, out
+
+
+needs_ray = pytest.mark.skipif(find_spec("ray") is None,
+                               reason="the cluster extra is not installed (pip install -e '.[cluster]'): no Ray to test")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A real local Ray cluster (2 CPUs) for the test module that asks, stopped after it (so a
+    session runs one cluster at a time). Its workers crash on files named poison*
+    (cluster_hooks.py: test_cluster.py's crashing worker). Ray 2.60 turns token auth on and writes
+    ~/.ray/auth_token: auth is off and HOME is a temporary folder, so nothing lands in the real home."""
+    import ray
+
+    from cluster_hooks import POISON_LOG
+
+    log = tmp_path_factory.mktemp("poison") / "tries.log"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp_path_factory.mktemp("ray-home")))
+        mp.setenv("RAY_AUTH_MODE", "disabled")
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={
+            "worker_process_setup_hook": "cluster_hooks.crash_on_poison",
+            "env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                         POISON_LOG: str(log)},
+        })
+        try:
+            yield {"address": context.address_info["gcs_address"], "poison_log": log}
+        finally:
+            ray.shutdown()

@@ -3,49 +3,18 @@ sync, a crashing worker, a killed driver, the command line. Skipped only where r
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TOPICS, run_cli, shipped_model_dir
+from conftest import REPO, TOPICS, needs_ray, run_cli, shipped_model_dir
 from edge_dse import Library
 from edge_dse.errors import EdgeDSEError
-
-needs_ray = pytest.mark.skipif(find_spec("ray") is None,
-                               reason="the cluster extra is not installed (pip install -e '.[cluster]'): no Ray to test")
-TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A real local Ray cluster (2 CPUs) for this module, stopped afterwards. Its workers crash on
-    files named poison* (cluster_hooks.py). Ray 2.60 turns token auth on and writes
-    ~/.ray/auth_token: auth is off and HOME is a temporary folder, so nothing lands in the real home."""
-    import ray
-
-    from cluster_hooks import POISON_LOG
-
-    log = tmp_path_factory.mktemp("poison") / "tries.log"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(tmp_path_factory.mktemp("ray-home")))
-        mp.setenv("RAY_AUTH_MODE", "disabled")
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={
-            "worker_process_setup_hook": "cluster_hooks.crash_on_poison",
-            "env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-                         POISON_LOG: str(log)},
-        })
-        try:
-            yield {"address": context.address_info["gcs_address"], "poison_log": log}
-        finally:
-            ray.shutdown()
 
 
 def chunks_of(lib: Library) -> dict:

@@ -17,7 +17,8 @@ Steps (outputs under --work, default work/distill):
   student     stage 2: the stage-1 student trained further to reproduce the teacher's scores
               (student.py, DSE), stage 1's loss kept as a regulariser; exported to int8 ONNX
   eval        every model on the held-out splits (evaluate.py)
-With --install, the teacher and student asset folders are copied into assets/.
+With --install, the teacher and student asset folders are copied into assets/. With --ray [ADDRESS],
+stage 1's vectors and the teacher's scores run on a Ray cluster (ray_steps.py) into the same files.
 Training-time code: not imported by `import edge_dse`.
 """
 
@@ -78,6 +79,10 @@ class Plan:
     # ships the teacher alone); "student": the whole pipeline.
     until: str = "student"
     seed: int = 0
+    # The parallel steps (stage 1's vectors, the teacher's scores) on a Ray cluster at this address
+    # ("auto", "HOST:6379", "ray://HOST:10001"; ray_steps.py); None: on this machine. The outputs
+    # are the same files either way, so it is not part of command(): it changes where, not what.
+    ray: str | None = None
 
     def command(self) -> str:
         """The `edge-dse distill` command that re-makes this plan's run (non-default sizes named)."""
@@ -165,13 +170,42 @@ def scored_columns(n: int, width: int | None, seed: int, row: int) -> list[int]:
     return [0] + sorted(random.Random(seed * 1_000_003 + row).sample(range(1, n), width - 1))
 
 
+@dataclass
+class TeacherScorer:
+    """The run-time Reranker over a teacher asset, as a callable over a piece of lists that pickles
+    as its settings: the model is loaded on first use, by whichever process calls it (this one, or
+    a Ray worker that reads the folder at the same path). A piece is [(query, passages), ...]; the
+    result one score array per list."""
+
+    asset: str
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        from ..config import resolve_model_dir
+
+        self.asset = str(resolve_model_dir(self.asset).resolve())  # absolute: a Ray worker runs elsewhere
+        self._reranker = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_reranker"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _reranker=None)
+
+    def __call__(self, lists: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        if self._reranker is None:
+            from ..rerank import Reranker
+
+            self._reranker = Reranker(self.asset, threads=self.threads)
+        return [self._reranker.score(query, passages) for query, passages in lists]
+
+
 def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, out_dir: Path, log=print,
-                   chunk: int = 200, width: int | None = None, seed: int = 0) -> np.ndarray:
+                   chunk: int = 200, width: int | None = None, seed: int = 0, mapper: tc.Mapper = map) -> np.ndarray:
     """The teacher's score of the candidates of the given lists (see scored_columns; NaN where not
     scored or the list is shorter), saved every `chunk` lists so that a killed run resumes where it
-    stopped."""
-    from ..rerank import Reranker
-
+    stopped. Each chunk is one call of TeacherScorer, run by `mapper` (the builtin map here,
+    ray_steps.RayMap on a Ray cluster); chunks are saved here, in order, either way."""
     path = out_dir / f"{split}.teacher.npz"
     pool, cands = cand_mod.read(cand_dir, split)
     width = max(len(cands[int(r)].passage_ids) for r in rows)
@@ -183,22 +217,34 @@ def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, ou
                 scores, done = z["scores"], int(z["done"])
     if done >= len(rows):
         return scores
-    reranker = Reranker(asset)
-    t0 = time.perf_counter()
-    for i in range(done, len(rows)):
-        c = cands[int(rows[i])]
-        cols = scored_columns(len(c.passage_ids), width, seed, int(rows[i]))
-        scores[i, cols] = reranker.score(c.query, [pool.passages[c.passage_ids[j]] for j in cols])
-        if (i + 1) % chunk == 0 or i + 1 == len(rows):
-            out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = out_dir / f"{split}.teacher.tmp.npz"
-            np.savez(tmp, rows=rows, scores=scores, done=i + 1, width=width or 0)
-            tmp.replace(path)
-            log(f"distill: teacher scores {split}: {i + 1}/{len(rows)} lists ({(i + 1 - done) / (time.perf_counter() - t0):.1f} lists/s)")
+    t0, start = time.perf_counter(), done
+
+    def columns(i: int) -> list[int]:
+        return scored_columns(len(cands[int(rows[i])].passage_ids), width, seed, int(rows[i]))
+
+    def lists(lo: int) -> list[tuple[str, list[str]]]:
+        out = []
+        for i in range(lo, min(lo + chunk, len(rows))):
+            c = cands[int(rows[i])]
+            out.append((c.query, [pool.passages[c.passage_ids[j]] for j in columns(i)]))
+        return out
+
+    def commit(lo: int, result: list[np.ndarray]) -> None:
+        nonlocal done
+        for i, got in enumerate(result, lo):
+            scores[i, columns(i)] = got
+        done = lo + len(result)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / f"{split}.teacher.tmp.npz"
+        np.savez(tmp, rows=rows, scores=scores, done=done, width=width or 0)
+        tmp.replace(path)
+        log(f"distill: teacher scores {split}: {done}/{len(rows)} lists ({(done - start) / (time.perf_counter() - t0):.1f} lists/s)")
+
+    tc.run_pieces(list(range(done, len(rows), chunk)), lists, TeacherScorer(str(asset)), commit, mapper)
     return scores
 
 
-def stage1_vectors(plan: Plan, log=print) -> tuple[Path, int]:
+def stage1_vectors(plan: Plan, log=print, mapper: tc.Mapper = map) -> tuple[Path, int]:
     """Stage 1's text set and the big model's vectors of its first plan.hpd_pairs pairs (the
     teacher's lists are drawn from them too). Returns the vectors folder and the pairs labelled."""
     from . import hpd_texts, hpd_vectors
@@ -214,11 +260,12 @@ def stage1_vectors(plan: Plan, log=print) -> tuple[Path, int]:
     needed = len(hpd_texts.texts_in_order(pairs, n_pairs))
     if _step("stage 1 vectors", hpd_vectors.labelled_count(vectors, needed) >= needed, log):
         model = prepare_mpnet(plan.work.parent / "models", log) if plan.hpd_labeller == "mpnet" else plan.hpd_labeller
-        hpd_vectors.label(hpd_dir / "texts", vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log)
+        hpd_vectors.label(hpd_dir / "texts", vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log,
+                          mapper=mapper)
     return vectors, n_pairs
 
 
-def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
+def stage1(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> tuple[Path | None, object]:
     """Stage 1 (hpd.py): texts, the big model's vectors, training, int8 export. Returns the
     torch model folder (None when plan.hpd_pairs is 0) and the regulariser stage 2 uses."""
     from . import hpd
@@ -226,7 +273,7 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
     if not plan.hpd_pairs:
         return None, None
     hpd_dir, data_dir = plan.work / "hpd", plan.work / "data"
-    vectors, n_pairs = stage1_vectors(plan, log)
+    vectors, n_pairs = stage1_vectors(plan, log, mapper)
     cfg = hpd.HPDConfig(base=base, pairs=n_pairs, epochs=plan.hpd_epochs, seed=plan.seed,
                         dim=16 if plan.tiny else 256, matryoshka=(8,) if plan.tiny else (128,),
                         eval_every=0 if plan.tiny else 400, eval_queries=20 if plan.tiny else 100,
@@ -240,7 +287,7 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
     return model_dir, regulariser
 
 
-def teacher_stage(plan: Plan, base: str, log=print) -> Path:
+def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> Path:
     """Teacher v2 (teacher.py): lists from stage 1's texts and vectors (teacher_lists.py); a
     learning curve over plan.teacher_sizes (each size its own resumable run, measured by
     teacher.dev_rerank); Trans-Encoder rounds on the best size (a round's int8 export scores the
@@ -253,7 +300,7 @@ def teacher_stage(plan: Plan, base: str, log=print) -> Path:
     asset = tdir / "asset"
     if not _step("teacher", (asset / "card.json").is_file(), log):
         return asset
-    vectors, _ = stage1_vectors(plan, log)
+    vectors, _ = stage1_vectors(plan, log, mapper)
     lists_dir = plan.work / "teacher-lists"
     lists = teacher_lists.build(plan.work / "hpd" / "texts", vectors, lists_dir, lists=max(plan.teacher_sizes),
                                 labeller=plan.hpd_labeller, seed=plan.seed, log=log)["lists"]
@@ -298,7 +345,7 @@ def teacher_stage(plan: Plan, base: str, log=print) -> Path:
             export_teacher(plan, Path(prev["model"]), prev_asset, max_length, {"round": r - 1}, log)
         rows = labels_mod.choose_rows(lists, prev["lists"], seed=plan.seed)  # the lists that round trained on
         scores_dir = tdir / f"round-{r}-labels"
-        teacher_scores(prev_asset, lists_dir, teacher_lists.SPLIT, rows, scores_dir, log=log, chunk=500)
+        teacher_scores(prev_asset, lists_dir, teacher_lists.SPLIT, rows, scores_dir, log=log, chunk=500, mapper=mapper)
         cfg = teacher_mod.TeacherConfig(base=base, queries_per_split=prev["lists"], seed=plan.seed, max_length=max_length,
                                         init=prev["model"], extra_scores=str(scores_dir))
         rounds.append(dict(measured(f"round-{r}", cfg), round=r))
@@ -337,6 +384,17 @@ def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, mode
 
 
 def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=print) -> dict:
+    """Every step not yet done; with plan.ray, the parallel ones on a Ray cluster (one session for
+    the run, joined on the first piece of work and left at the end)."""
+    if plan.ray is None:  # Ray is never imported
+        return _run(plan, install, assets, log, map)
+    from .ray_steps import RayMap
+
+    with RayMap(plan.ray) as mapper:
+        return _run(plan, install, assets, log, mapper)
+
+
+def _run(plan: Plan, install: bool, assets: Path | None, log, mapper: tc.Mapper) -> dict:
     from .. import config
     from . import student as student_mod
     from . import teacher as teacher_mod
@@ -349,7 +407,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
     if plan.tiny:
         base_teacher = base_student = str(tc.make_tiny_base(work / "models" / "tiny-bert", seed=plan.seed))
     if plan.stages == 1:
-        stage1_dir, _ = stage1(plan, base_student, log)
+        stage1_dir, _ = stage1(plan, base_student, log, mapper)
         if stage1_dir is None:
             raise SystemExit("distill: --stages 1 needs stage 1 (--hpd-pairs > 0)")
         asset = work / "hpd" / "student" / "asset"
@@ -357,7 +415,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
             _install({"student": asset}, assets or config.assets_dir(), log)
         return {"student": asset, "student_model": stage1_dir}
 
-    teacher_asset = teacher_stage(plan, base_teacher, log)
+    teacher_asset = teacher_stage(plan, base_teacher, log, mapper)
     if plan.until == "teacher":
         if install:
             _install({"teacher": teacher_asset}, assets or config.assets_dir(), log)
@@ -379,9 +437,9 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
         _, cands = cand_mod.read(cand_dir, split)
         rows = labels_mod.choose_rows(len(cands), plan.student_queries_per_split, seed=plan.seed + 1)
         scores = teacher_scores(teacher_asset, cand_dir, split, rows, work / "scores", log=log,
-                                width=plan.student_list_width, seed=plan.seed)
+                                width=plan.student_list_width, seed=plan.seed, mapper=mapper)
         examples += tc.list_examples(cand_dir, split, rows, tc.zscore_rows(scores))
-    stage1_dir, regulariser = stage1(plan, base_student, log)
+    stage1_dir, regulariser = stage1(plan, base_student, log, mapper)
     scfg = student_mod.StudentConfig(base=base_student, seed=plan.seed, dim=16 if plan.tiny else 256,
                                      matryoshka=(8,) if plan.tiny else (128,), pca_texts=200 if plan.tiny else 4000,
                                      passage_max_length=64 if plan.tiny else 256,
@@ -405,7 +463,8 @@ def _install(folders: dict, target: Path, log=print) -> None:
         log(f"distill: installed {target / name}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
+    """`edge-dse distill`'s arguments as a Plan (and the parsed arguments)."""
     ap = argparse.ArgumentParser(prog="edge-dse distill", description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path("work/distill"), help="where every step writes (default work/distill)")
     ap.add_argument("--tiny", action="store_true", help="tiny random models and a few lists: the code path in minutes")
@@ -426,7 +485,14 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"the teacher's learning curve: list counts to train on, in turn (default {','.join(map(str, Plan.teacher_sizes))})")
     ap.add_argument("--until", choices=("teacher", "student"), default="student",
                     help="teacher: stop once the teacher is made (--install ships it alone); student: the whole pipeline (default)")
+    ap.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                    help="stage 1's vectors and the teacher's scores on a Ray cluster (cluster extra), the same "
+                         "outputs: ADDRESS as `ray start` prints it (HOST:6379) or ray://HOST:10001; without one, "
+                         "$RAY_ADDRESS, else the cluster this machine joined, else a local one. Model folders must "
+                         "be at the same path on every node")
     args = ap.parse_args(argv)
+    if args.ray is not None and not args.ray.strip():
+        ap.error("--ray: give a Ray address (HOST:6379, ray://HOST:10001) or none for auto")
     plan = Plan.tiny_plan(args.work) if args.tiny else Plan(args.work, seed=args.seed)
     if args.teacher_sizes:
         plan.teacher_sizes = tuple(int(n) for n in args.teacher_sizes.split(","))
@@ -435,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None:
             setattr(plan, name, (value or None) if name in ("pairs_per_split", "student_list_width") else value)
+    plan.ray = args.ray and args.ray.strip()
+    return plan, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan, args = plan_from_args(argv)
     t = time.perf_counter()
     out = run(plan, install=args.install)
     print(f"distill: finished in {time.perf_counter() - t:.0f} s: teacher {out.get('teacher', '(not made: --stages 1)')}, "

@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -231,3 +231,18 @@ def write_json(path: Path, data) -> None:
 def batched(items: Sequence, n: int):
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+# A map function: (fn, pieces) -> fn(piece) for each piece, lazily and in the pieces' order. The
+# builtin `map` runs here; ray_steps.RayMap runs fn on a Ray cluster's workers.
+Mapper = Callable[[Callable, Iterable], Iterator]
+
+
+def run_pieces(keys: Sequence, payload: Callable, fn: Callable, commit: Callable, mapper: Mapper = map) -> None:
+    """The loop of a resumable step, local or on Ray: the caller has worked out which pieces are
+    missing (`keys`, in order); each piece's input is built when it is sent (payload(key)), computed
+    by fn (on this machine or on a worker) and committed here, in order, by commit(key, result).
+    A step that stops (killed, a failure) keeps every piece committed before it; the pieces in
+    flight are lost and the next run computes them."""
+    for key, result in zip(keys, mapper(fn, (payload(k) for k in keys))):
+        commit(key, result)
