@@ -208,8 +208,8 @@ def teacher_scores(asset: Path, cand_dir: Path, split: str, rows: np.ndarray, ou
     ray_steps.RayMap on a Ray cluster); chunks are saved here, in order, either way."""
     path = out_dir / f"{split}.teacher.npz"
     pool, cands = cand_mod.read(cand_dir, split)
-    width = max(len(cands[int(r)].passage_ids) for r in rows)
-    scores = np.full((len(rows), width), np.nan, dtype=np.float32)
+    longest = max(len(cands[int(r)].passage_ids) for r in rows)  # columns; `width` of them are scored
+    scores = np.full((len(rows), longest), np.nan, dtype=np.float32)
     done = 0
     if path.is_file():
         with np.load(path) as z:
