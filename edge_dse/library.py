@@ -256,6 +256,15 @@ class Library:
             self._model = _model_card(self._model_arg)
         return self._model
 
+    def ranked_by(self, mode: str = DEFAULT_MODE) -> tuple[str, str]:
+        """(label, short label) of what ranks this Library's hits in a search mode, for the CLI and
+        the UI: its encoder, named by models.label from its role ("baseline (default encoder)";
+        short "baseline"), BM25, or both."""
+        if mode == "keyword":
+            return "keyword search (BM25)", "BM25"
+        long, short = models.label(self.model), models.label(self.model, short=True)
+        return (f"{long} + BM25", f"{short} + BM25") if mode == "hybrid" else (long, short)
+
     @property
     def model_card(self) -> dict:
         """The card, as written, of the model this Library embeds with."""
