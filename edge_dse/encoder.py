@@ -144,17 +144,8 @@ class Encoder:
 
     def _run(self, feeds: dict) -> "np.ndarray":
         """One padded batch -> its pooled vectors."""
-        import numpy as np
-
         hidden = models.run_session(self._session, self._output, feeds)
-        mask = feeds["attention_mask"]
-        if self.pooling == "mean":
-            weights = mask[:, :, None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        elif self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            pooled = hidden
+        pooled = models.pool(hidden, feeds["attention_mask"], self.pooling)
         # A Matryoshka-trained model may ship a card dim below the graph's: keep the prefix.
         return pooled[:, : self.dim]
 

@@ -283,6 +283,20 @@ def output_name(session, card: ModelCard) -> str:
     return card.output or session.get_outputs()[0].name
 
 
+def pool(hidden: "np.ndarray", mask: "np.ndarray", pooling: str) -> "np.ndarray":
+    """A graph's per-token output -> one vector per text, as sentence-transformers pools: mean
+    over the attention mask (clamped at 1e-9), the first ([CLS]) token, or "none" (the graph
+    pools itself)."""
+    import numpy as np
+
+    if pooling == "mean":
+        weights = mask[:, :, None].astype(np.float32)
+        return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    if pooling == "cls":
+        return hidden[:, 0]
+    return hidden
+
+
 def token_budget_batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
     """Cut `order` (sorted longest first) into batches of at most batch_size texts whose padded
     size (count x longest) stays within max_tokens; a single text always makes a batch."""

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .. import models
 from .candidates import bm25_neighbours, dense_neighbours
 from .data import read_jsonl
 from .train_common import spearman
@@ -263,11 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         from .promote import decide
 
         verdict = decide(result)
-        path = Path(args.promote) / "card.json"
-        card = json.loads(path.read_text(encoding="utf-8"))
+        card = models.read_card(args.promote)
         card["promotion"] = verdict
-        path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"promotion: {'the default encoder' if verdict['default'] else 'opt-in'} ({verdict['rule']}); "
+        models.write_card(args.promote, card)
+        role = models.ROLE_TITLES[models.DEFAULT if verdict["default"] else models.OPT_IN]
+        print(f"promotion: {role} ({verdict['rule']}); "
               + ("; ".join(verdict["short"]) or "every condition met"))
     return 0
 
@@ -315,8 +316,7 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     from .export import cpu_description, render_card_md
     from .teacher import render_teacher_card_md
 
-    path = Path(asset) / "card.json"
-    card = json.loads(path.read_text(encoding="utf-8"))
+    card = models.read_card(asset)
     cpu = cpu_description()
     card["evaluation"] = {
         "command": "edge-dse eval " + shlex.join(list(sys.argv[1:] if argv is None else argv)),
@@ -326,7 +326,7 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     }
     if card.get("kind") == "cross-encoder" and choose_depth(result):
         card["rerank"] = choose_depth(result)  # the depth the UI, CLI and API rerank by default
-    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    models.write_card(asset, card)
     render = render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md
     (Path(asset) / "card.md").write_text(render(card), encoding="utf-8")
 
