@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import models
+from ..models import DEFAULT, OPT_IN, ROLE_TITLES, read_card, write_card  # `models` is a dict of rows here
 from .candidates import bm25_neighbours, dense_neighbours
 from .data import read_jsonl
 from .train_common import spearman
@@ -264,10 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         from .promote import decide
 
         verdict = decide(result)
-        card = models.read_card(args.promote)
+        card = read_card(args.promote)
         card["promotion"] = verdict
-        models.write_card(args.promote, card)
-        role = models.ROLE_TITLES[models.DEFAULT if verdict["default"] else models.OPT_IN]
+        write_card(args.promote, card)
+        role = ROLE_TITLES[DEFAULT if verdict["default"] else OPT_IN]
         print(f"promotion: {role} ({verdict['rule']}); "
               + ("; ".join(verdict["short"]) or "every condition met"))
     return 0
@@ -316,7 +316,7 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     from .export import cpu_description, render_card_md
     from .teacher import render_teacher_card_md
 
-    card = models.read_card(asset)
+    card = read_card(asset)
     cpu = cpu_description()
     card["evaluation"] = {
         "command": "edge-dse eval " + shlex.join(list(sys.argv[1:] if argv is None else argv)),
@@ -326,7 +326,7 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     }
     if card.get("kind") == "cross-encoder" and choose_depth(result):
         card["rerank"] = choose_depth(result)  # the depth the UI, CLI and API rerank by default
-    models.write_card(asset, card)
+    write_card(asset, card)
     render = render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md
     (Path(asset) / "card.md").write_text(render(card), encoding="utf-8")
 

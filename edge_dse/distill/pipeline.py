@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import models
+from ..models import has_card, write_card  # names, not the module: `models` is a folder here
 from . import candidates as cand_mod
 from . import data as data_mod
 from . import labels as labels_mod
@@ -118,7 +118,7 @@ def prepare_mpnet(models: Path, log=print) -> Path:
     int8 ONNX for scoring. Its FFN output MatMuls stay fp32: quantising them drops the cosine to
     fp32 to 0.89 (measured), the rest keeps it at 0.99."""
     asset = models / "mpnet-int8"
-    if models.has_card(asset):
+    if has_card(asset):
         return asset
     src = models / "mpnet" / "all-mpnet-base-v2"
     if not (src / "config.json").is_file():
@@ -152,7 +152,7 @@ def prepare_mpnet(models: Path, log=print) -> Path:
     card = {"id": "work/all-mpnet-base-v2-int8-ffnout-fp32", "name": "mpnet-int8", "dim": 768, "pooling": "mean",
             "normalize": True, "max_length": 384, "output": "last_hidden_state",
             "role": "pseudo-labeller only (never shipped): all-mpnet-base-v2, int8 except the FFN output MatMuls"}
-    models.write_card(tmp, card)
+    write_card(tmp, card)
     tmp.rename(asset)
     log(f"distill: mpnet scorer ready in {asset}")
     return asset
@@ -234,7 +234,7 @@ def stage1(plan: Plan, base: str, log=print) -> tuple[Path | None, object]:
                         eval_corpus=60 if plan.tiny else 500)
     model_dir = hpd.train(cfg, hpd_dir / "texts", vectors, hpd_dir / "student", data_dir=data_dir, log=log)
     asset = hpd_dir / "student" / "asset"
-    if _step("stage 1 export", models.has_card(asset), log):
+    if _step("stage 1 export", has_card(asset), log):
         export_student(plan, model_dir, asset, stage="stage 1 (projective distillation of all-mpnet-base-v2)",
                        model_id="edge-dse/student-hpd-l3-256", training=hpd_dir / "student" / "train.json", log=log)
     regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
@@ -252,7 +252,7 @@ def teacher_stage(plan: Plan, base: str, log=print) -> Path:
 
     tdir = plan.work / "teacher"
     asset = tdir / "asset"
-    if not _step("teacher", models.has_card(asset), log):
+    if not _step("teacher", has_card(asset), log):
         return asset
     vectors, _ = stage1_vectors(plan, log)
     lists_dir = plan.work / "teacher-lists"
@@ -291,7 +291,7 @@ def teacher_stage(plan: Plan, base: str, log=print) -> Path:
     for r in range(2, plan.teacher_rounds + 1):
         prev = rounds[-1]
         prev_asset = Path(prev["model"]).parent / "asset"
-        if not models.has_card(prev_asset):
+        if not has_card(prev_asset):
             export_teacher(plan, Path(prev["model"]), prev_asset, max_length, {"round": r - 1}, log)
         rows = labels_mod.choose_rows(lists, prev["lists"], seed=plan.seed)  # the lists that round trained on
         scores_dir = tdir / f"round-{r}-labels"
@@ -384,7 +384,7 @@ def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=pr
                                      init=str(stage1_dir) if stage1_dir else None, hpd_weight=plan.hpd_weight if stage1_dir else 0.0)
     student_dir = student_mod.train(scfg, examples, work / "student", log=log, regulariser=regulariser)
     student_asset = work / "student" / "asset"
-    if _step("student export", models.has_card(student_asset), log):
+    if _step("student export", has_card(student_asset), log):
         export_student(plan, student_dir, student_asset, model_id="edge-dse/student-dse-l3-256", training=work / "student" / "train.json",
                        stage="stage 2 (DSE from the edge_dse teacher" + (", on top of stage 1)" if stage1_dir else ")"),
                        extra={"teacher": str(teacher_asset)}, log=log)
