@@ -139,6 +139,15 @@ def role_of(card: dict) -> str:
     return DEFAULT if card.get("id") and card.get("id") == _default_id() else OPT_IN
 
 
+def card_depth(card: dict, folder: str | os.PathLike = "the teacher") -> int:
+    """The rerank depth a teacher's card records ("rerank": {"default_depth": N}), else DEFAULT_DEPTH."""
+    depth = (card.get("rerank") or {}).get("default_depth", DEFAULT_DEPTH)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise EdgeDSEError(f"{Path(folder) / CARD_FILE}: rerank.default_depth is {depth!r}, not a number of "
+                           "hits >= 1: fix the card or re-make the teacher with `edge-dse distill`")
+    return depth
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """A model folder's card, read and checked once. `data` is the card as written (training,
@@ -210,13 +219,8 @@ class ModelCard:
 
     @property
     def default_depth(self) -> int:
-        """How many of the encoder's top hits this teacher re-scores unless told otherwise: the
-        depth its card records ("rerank": {"default_depth": N}), else DEFAULT_DEPTH."""
-        depth = (self.data.get("rerank") or {}).get("default_depth", DEFAULT_DEPTH)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise EdgeDSEError(f"{self.folder / CARD_FILE}: rerank.default_depth is {depth!r}, not a number of "
-                               "hits >= 1: fix the card or re-make the teacher with `edge-dse distill`")
-        return depth
+        """How many of the encoder's top hits this teacher re-scores unless told otherwise."""
+        return card_depth(self.data, self.folder)
 
 
 # -- labels --------------------------------------------------------------------------------------

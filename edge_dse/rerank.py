@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from . import config, models
 from .encoder import Encoder
 from .errors import EdgeDSEError
-from .models import DEFAULT_DEPTH, KINDS, MAX_BATCH_TOKENS, ModelCard  # noqa: F401  (DEFAULT_DEPTH, KINDS: public here)
+from .models import DEFAULT_DEPTH, KINDS, MAX_BATCH_TOKENS, ModelCard, card_depth  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:
     import numpy as np
