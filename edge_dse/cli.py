@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import __version__, config
+from . import __version__, config, models
 from .errors import EdgeDSEError
 from .modes import DEFAULT_MODE
 from .rerank import DEFAULT_DEPTH as DEFAULT_RERANK_DEPTH
@@ -81,25 +81,30 @@ def cmd_search(args) -> int:
     # echo them as U+FFFD, as the search reads them.
     query = args.query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     depth = None
+    reranked_by = ""
     if args.rerank_depth is not None and not args.rerank:
         raise EdgeDSEError("--rerank-depth sets how many hits --rerank re-scores: add --rerank")
     if args.rerank:
-        from .rerank import default_depth
+        from .rerank import load_teacher_card
 
-        # The teacher's card says how deep it pays to rerank (read before the search: the student
+        # The teacher's card says how deep it pays to rerank (read before the search: the encoder
         # fetches that many hits even when fewer are shown, so one below k can come up).
-        depth = args.rerank_depth or default_depth(args.teacher)
+        teacher = load_teacher_card(args.teacher)
+        depth = args.rerank_depth or teacher.default_depth
+        reranked_by = models.label(teacher)
     with _library(args, readonly=True) as lib:
         hits = lib.search(query, k=max(args.k, depth or 0), mode=args.mode)
+        ranked_by, ranked_by_short = lib.ranked_by(hits.mode)
         if depth and hits:
             from .library import Hits
 
             reranked = lib.rerank(query, hits, teacher=args.teacher, depth=depth)
             hits = Hits(reranked[: args.k], {**hits.timings, **reranked.timings}, reranked.mode)
     if args.json:
-        out = {"query": query, "mode": hits.mode, "timings_ms": hits.timings}
+        out = {"query": query, "mode": hits.mode, "ranked_by": ranked_by, "timings_ms": hits.timings}
         if depth:
             out["rerank_depth"] = depth  # the hits with a student_rank are the ones it re-scored
+            out["reranked_by"] = reranked_by
         print(json.dumps({**out, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
         return 0
     if not hits:
@@ -111,8 +116,12 @@ def cmd_search(args) -> int:
         print(f"{hit.rank:>2}  {moved}{hit.score:.4f}  {hit.path}{where}  (chars {hit.start}-{hit.end})")
         snippet = " ".join(hit.text.split())
         print(textwrap.indent(textwrap.shorten(snippet, width=220, placeholder=" ..."), "    "))
+    # Who ranked the hits, named from the models' roles (models.label): the arrows of a rerank
+    # are moves from the encoder's order.
+    who = f"ranked by {ranked_by}" + (f"; top {depth} re-ordered by the {reranked_by} (arrows: moves from the "
+                                      f"{ranked_by_short} order)" if depth else "")
     timing = ", ".join(f"{k[:-3].replace('_', ' ')} {v:.1f} ms" for k, v in hits.timings.items())
-    _say(args, f"[{hits.mode}] {timing}")
+    _say(args, f"[{hits.mode}] {who}; {timing}")
     return 0
 
 
@@ -129,7 +138,10 @@ def cmd_status(args) -> int:
     model = info["model"]
     print(f"library:  {info['library']}  ({info['bytes_on_disk'] / 1e6:.1f} MB on disk)")
     chunks = f", chunks of up to {model['chunk_tokens']} tokens" if model.get("chunk_tokens") else ", chunks of up to 1000 characters"
-    print(f"model:    {model['model_id']} (dim {model['model_dim']}, {model['model_pooling']} pooling{chunks})")
+    # A library records its model's id; a shipped one is named by its role too (models.label).
+    label = models.shipped_label(model["model_id"])
+    named = f"{label}: " if label != model["model_id"] else ""
+    print(f"model:    {named}{model['model_id']} (dim {model['model_dim']}, {model['model_pooling']} pooling{chunks})")
     print(f"contents: {info['folders']} folders, {info['files']} files, {info['chunks']} chunks, {info['errors']} failed files")
     fresh = "up to date" if info["index_generation"] == info["generation"] else "stale: rebuilt on next write or search"
     print(f"index:    catalog generation {info['generation']}, HNSW cache {fresh}")
@@ -310,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", action="store_true", help="re-order the hits with the teacher (slower, better)")
     p.add_argument("--teacher", default=None, help="teacher folder for --rerank (default: the shipped teacher)")
     p.add_argument("--rerank-depth", type=_positive_int, default=None, metavar="N",
-                   help="with --rerank: how many of the student's top hits the teacher re-scores "
+                   help="with --rerank: how many of the encoder's top hits the teacher re-scores "
                         f"(default: the depth the teacher's card records, else {DEFAULT_RERANK_DEPTH})")
     p.set_defaults(func=cmd_search)
 

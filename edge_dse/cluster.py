@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import models
 from .errors import EdgeDSEError
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ GROUP_FILES = 256  # and at most this many files, so a folder of tiny files stil
 # Tasks in flight per cluster CPU: enough that no worker waits for the driver between tasks,
 # few enough that results (and shipped bytes) held in memory stay bounded.
 IN_FLIGHT_PER_CPU = 2
-# The model files a worker needs (encoder.Encoder reads exactly these).
-MODEL_FILES = ("model.onnx", "tokenizer.json", "card.json")
+# The model files a worker needs (models.ModelCard.load checks exactly these).
+MODEL_FILES = models.FILES
 SHIP_MODES = ("path", "bytes")
 INSTALL_HINT = "pip install 'edge-dse[cluster]' (or -e '.[cluster]' in a checkout)"
 

@@ -78,29 +78,21 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
     shipped = assets_dir() / str(model)
     if shipped.is_dir():
         return shipped
-    known = sorted(p.name for p in assets_dir().glob("*") if (p / "card.json").is_file())
+    from .models import CARD_FILE, has_card
+
+    known = sorted(p.name for p in assets_dir().glob("*") if has_card(p))
     raise FileNotFoundError(
         f"no model folder {str(model)!r}: pass a folder holding model.onnx, tokenizer.json and "
-        f"card.json, or one of the shipped models: {', '.join(known) or '(none found in ' + str(assets_dir()) + ')'}"
+        f"{CARD_FILE}, or one of the shipped models: {', '.join(known) or '(none found in ' + str(assets_dir()) + ')'}"
     )
 
 
 def default_model_name() -> str:
-    """The first of DEFAULT_MODELS that ships and qualifies (see DEFAULT_MODELS)."""
-    import json
+    """The first of DEFAULT_MODELS that ships and qualifies (see DEFAULT_MODELS); the cards are
+    read in models.py, the one module that reads them."""
+    from .models import default_model_name
 
-    for name in DEFAULT_MODELS:
-        card = assets_dir() / name / "card.json"
-        if not card.is_file():
-            continue
-        if name == DEFAULT_MODELS[-1]:
-            return name
-        try:
-            if json.loads(card.read_text(encoding="utf-8")).get("promotion", {}).get("default") is True:
-                return name
-        except (OSError, ValueError):
-            continue
-    return DEFAULT_MODELS[-1]
+    return default_model_name()
 
 
 def default_threads() -> int:

@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-from . import config
+from . import config, models
 from .encoder import Encoder, chunk_tokens, passage_text
 from .errors import EdgeDSEError, ModelMismatchError
+from .models import ModelCard
 
 if TYPE_CHECKING:
     import numpy as np
@@ -175,11 +176,10 @@ def _user_errors(method):
     return wrapper
 
 
-def _read_card(model: str | os.PathLike | Encoder | None) -> tuple[dict, Path | None]:
+def _model_card(model: str | os.PathLike | Encoder | None) -> ModelCard:
     if isinstance(model, Encoder):
-        return model.card, model.path
-    path = config.resolve_model_dir(model)
-    return json.loads((path / "card.json").read_text(encoding="utf-8")), path
+        return model.model
+    return ModelCard.load(config.resolve_model_dir(model))
 
 
 class Library:
@@ -238,7 +238,7 @@ class Library:
         if model is None and not allow_model_change:  # reindex moves a library to the default
             model = self._shipped_model_that_built_it()
         self._model_arg = model
-        self._model: tuple[dict, Path | None] | None = None
+        self._model: ModelCard | None = None
         self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
         self._ann: AnnIndex | None = None
         self._rerankers: dict[str, "Reranker"] = {}
@@ -249,11 +249,26 @@ class Library:
             self._check_model()
 
     @property
-    def model_card(self) -> dict:
-        """The card of the model this Library embeds with (read on first use: `status` needs none)."""
+    def model(self) -> ModelCard:
+        """The checked card of the model this Library embeds with (read on first use: `status`
+        needs none); its role and name label the hits it ranks (models.label)."""
         if self._model is None:
-            self._model = _read_card(self._model_arg)
-        return self._model[0]
+            self._model = _model_card(self._model_arg)
+        return self._model
+
+    def ranked_by(self, mode: str = DEFAULT_MODE) -> tuple[str, str]:
+        """(label, short label) of what ranks this Library's hits in a search mode, for the CLI and
+        the UI: its encoder, named by models.label from its role ("baseline (default encoder)";
+        short "baseline"), BM25, or both."""
+        if mode == "keyword":
+            return "keyword search (BM25)", "BM25"
+        long, short = models.label(self.model), models.label(self.model, short=True)
+        return (f"{long} + BM25", f"{short} + BM25") if mode == "hybrid" else (long, short)
+
+    @property
+    def model_card(self) -> dict:
+        """The card, as written, of the model this Library embeds with."""
+        return self.model.data
 
     # -- model identity (invariant 4) ---------------------------------------------------------
     def _shipped_model_that_built_it(self) -> str | None:
@@ -263,11 +278,11 @@ class Library:
         name, stored = self.catalog.get_meta("model_name"), self.catalog.get_meta("model_id")
         if not name or not stored or name == config.default_model_name():
             return None
-        card = config.assets_dir() / name / "card.json"
+        folder = config.assets_dir() / name
         try:
-            if json.loads(card.read_text(encoding="utf-8")).get("id") == stored:
+            if models.has_card(folder) and models.read_card(folder).get("id") == stored:
                 return name
-        except (OSError, ValueError):
+        except EdgeDSEError:
             pass
         return None
 
@@ -315,14 +330,13 @@ class Library:
         """How many tokens a chunk of this Library's model holds (without loading the model)."""
         if isinstance(self._model_arg, Encoder):
             return self._model_arg.chunk_tokens
-        return chunk_tokens(self.model_card.get("max_length", 256))
+        return chunk_tokens(self.model.max_length)
 
     @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use (keyword search never needs it)."""
         if self._encoder is None:
-            self.model_card  # resolves the model folder
-            self._encoder = Encoder(self._model[1], threads=self.threads)
+            self._encoder = Encoder(self.model, threads=self.threads)
         return self._encoder
 
     # -- writing ------------------------------------------------------------------------------
@@ -411,13 +425,13 @@ class Library:
         dropping what the first run embedded."""
         with self._writing(), self._cluster(cluster) as runner:
             folders = self.catalog.folders()
-            if self.catalog.get_meta(REINDEX_KEY) != self.model_card["id"]:
+            if self.catalog.get_meta(REINDEX_KEY) != self.model.id:
                 with self.catalog.transaction():
                     for folder in folders:
                         self.catalog.remove_folder(folder)
                         self.catalog.add_folder(folder)
                     self._record_model()
-                    self.catalog.set_meta(REINDEX_KEY, self.model_card["id"])
+                    self.catalog.set_meta(REINDEX_KEY, self.model.id)
             report = self._sync(folders, runner)
             self.catalog.delete_meta(REINDEX_KEY)
             return report
@@ -592,8 +606,7 @@ class Library:
             return nullcontext()
         from .cluster import RayIndexer
 
-        self.model_card  # resolves the model folder the workers load
-        return RayIndexer(cluster, self._model[1])
+        return RayIndexer(cluster, self.model.folder)
 
     def _commit_outcomes(self, folder: str, outcomes: list, report: SyncReport) -> None:
         """Commit files the cluster finished, through the same path as a local sync."""
@@ -642,7 +655,7 @@ class Library:
         from .store import AnnIndex
 
         if self._ann is None:
-            self._ann = AnnIndex.open(self.path, int(self.model_card["dim"]), self.catalog)
+            self._ann = AnnIndex.open(self.path, self.model.dim, self.catalog)
         self._ann.refresh(self.catalog)
         self._ann.save()
 
@@ -654,7 +667,7 @@ class Library:
         if self._ann is None or self._ann.generation != generation:
             if self.readonly or not self._lock_free():
                 # Another process is writing: read what it saved; never write.
-                self._ann = AnnIndex.open(self.path, int(self.model_card["dim"]), self.catalog, rebuild_if_stale=False)
+                self._ann = AnnIndex.open(self.path, self.model.dim, self.catalog, rebuild_if_stale=False)
             else:
                 with self._writing():
                     self._refresh_index()
@@ -831,4 +844,4 @@ class Library:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Library({str(self.path)!r}, model={self.model_card['id']!r})"
+        return f"Library({str(self.path)!r}, model={self.model.id!r})"

@@ -8,7 +8,7 @@ A teacher asset folder is laid out like an encoder's (`model.onnx`, `tokenizer.j
 - "bi-encoder": query and passage are embedded apart and scored by cosine; any encoder asset can
   serve as a reranker this way (used for tests and as a yardstick).
 
-How many of the student's top hits the teacher re-scores by default is the teacher's to say: its
+How many of the encoder's top hits the teacher re-scores by default is the teacher's to say: its
 card records a measured depth under "rerank": {"default_depth": N} (the rest of that dict is the
 measurement); a card without one gets DEFAULT_DEPTH.
 
@@ -18,6 +18,7 @@ the teacher was made. A cross-encoder that is strong on one kind of text and uns
 then keeps what the encoder already got right where it has no firm opinion; w = 0 (or no entry)
 is the teacher alone.
 
+Both kinds are built from models.py's parts (card, session, batches), as the Encoder is.
 Like the encoder: onnxruntime + tokenizers + numpy only, imported lazily.
 """
 
@@ -28,20 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from . import config
-from .encoder import MAX_BATCH_TOKENS, Encoder, _token_budget_batches
+from . import config, models
+from .encoder import Encoder
 from .errors import EdgeDSEError
+from .models import DEFAULT_DEPTH, KINDS, MAX_BATCH_TOKENS, ModelCard, card_depth, card_encoder_weight  # noqa: F401  (public here too)
 
 if TYPE_CHECKING:
     import numpy as np
 
-DEFAULT_TEACHER = "teacher"
-KINDS = ("cross-encoder", "bi-encoder")
-# The student hits the teacher re-scores when its card records no measured depth ("rerank":
-# {"default_depth": N}): a fallback, not a measurement. 20 is what the UI re-scored at its default
-# k of 10 before cards recorded a depth.
-DEFAULT_DEPTH = 20
-
+DEFAULT_TEACHER = "teacher"  # the shipped teacher's folder under assets/
 # Called as on_progress(passages scored so far, passages in all): once before the first batch,
 # then after each.
 Progress = Callable[[int, int], None]
@@ -72,15 +68,6 @@ def blend(scores: "np.ndarray", encoder_weight: float) -> "np.ndarray":
     return (z(s) + float(encoder_weight) * z(prior)).astype(np.float32)
 
 
-def card_encoder_weight(card: dict, path: Path | str = "the teacher") -> float:
-    """The weight of the encoder's order in a teacher card's blend ("rerank": {"encoder_weight": w}), else 0."""
-    w = (card.get("rerank") or {}).get("encoder_weight", 0.0)
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-        raise EdgeDSEError(f"{path}/card.json: rerank.encoder_weight is {w!r}, not a number >= 0: "
-                           "fix the card or re-make the teacher with `edge-dse distill`")
-    return float(w)
-
-
 def resolve_teacher_dir(model: str | os.PathLike | None) -> Path:
     try:
         return config.resolve_model_dir(model or DEFAULT_TEACHER)
@@ -95,26 +82,63 @@ def resolve_teacher_dir(model: str | os.PathLike | None) -> Path:
 
 def read_teacher_card(model: str | os.PathLike | None = None) -> tuple[Path, dict]:
     """The teacher's folder and its card (the shipped teacher when `model` is None), checked."""
+    card = load_teacher_card(model)
+    return card.folder, card.data
+
+
+def load_teacher_card(model: str | os.PathLike | ModelCard | None = None) -> ModelCard:
+    """The teacher's checked card (the shipped teacher when `model` is None), in the teacher role
+    whatever its kind: a bi-encoder can stand in as the teacher."""
+    if isinstance(model, ModelCard):
+        return model if model.role == models.TEACHER else ModelCard.from_dict(
+            model.data, model.folder, model_file=model.model_file, tokenizer_file=model.tokenizer_file, role=models.TEACHER)
     path = resolve_teacher_dir(model)
-    if not (path / "card.json").is_file():
-        raise EdgeDSEError(f"{path} holds no card.json: pass a teacher folder made by `edge-dse distill`")
-    return path, Encoder.read_card(path)
-
-
-def card_depth(card: dict, path: Path | str = "the teacher") -> int:
-    """The rerank depth a teacher card records ("rerank": {"default_depth": N}), else DEFAULT_DEPTH."""
-    depth = (card.get("rerank") or {}).get("default_depth", DEFAULT_DEPTH)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise EdgeDSEError(f"{path}/card.json: rerank.default_depth is {depth!r}, not a number of hits >= 1: "
-                           "fix the card or re-make the teacher with `edge-dse distill`")
-    return depth
+    if not models.has_card(path):
+        raise EdgeDSEError(f"{path} holds no {models.CARD_FILE}: pass a teacher folder made by `edge-dse distill`")
+    return ModelCard.load(path, role=models.TEACHER)
 
 
 def default_depth(model: str | os.PathLike | None = None) -> int:
-    """How many of the student's top hits this teacher re-scores unless told otherwise (its
+    """How many of the encoder's top hits this teacher re-scores unless told otherwise (its
     card's measured depth, else DEFAULT_DEPTH); read from the card, the model is not loaded."""
-    path, card = read_teacher_card(model)
-    return card_depth(card, path)
+    return load_teacher_card(model).default_depth
+
+
+class CrossEncoder:
+    """The teacher proper: reads a (query, passage) pair as one sequence ([CLS] query [SEP]
+    passage [SEP], cut at its card's max length from the longer side) and returns its logit."""
+
+    def __init__(self, model: str | os.PathLike | ModelCard | None = None, *, threads: int | None = None,
+                 max_length: int | None = None) -> None:
+        self.model: ModelCard = load_teacher_card(model)
+        if self.model.kind != "cross-encoder":
+            raise EdgeDSEError(f"{self.model.folder} holds a {self.model.kind}, not a cross-encoder: load it with Reranker")
+        self.path, self.card, self.id = self.model.folder, self.model.data, self.model.id
+        self.max_length = int(max_length or self.model.max_length)
+        self.threads = threads or config.default_threads()
+        self._tokenizer = models.load_tokenizer(self.model.tokenizer_file, self.max_length)
+        self._session = models.make_session(self.model.model_file, self.threads)
+        self._output = models.output_name(self._session, self.model)
+
+    def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32,
+              max_batch_tokens: int = MAX_BATCH_TOKENS, on_progress: Progress | None = None) -> "np.ndarray":
+        """One float32 logit per passage, in the passages' order; `on_progress(done, total)` after each batch."""
+        import numpy as np
+
+        passages = list(passages)
+        out = np.zeros(len(passages), dtype=np.float32)
+        tokens = models.tokenize(self._tokenizer, [(query, p) for p in passages])
+        done = 0
+        for batch in tokens.batches(batch_size, max_batch_tokens):
+            logits = models.run_session(self._session, self._output, tokens.feeds(batch))
+            out[batch] = logits.reshape(len(batch), -1)[:, 0]
+            done += len(batch)
+            if on_progress is not None:
+                on_progress(done, len(passages))
+        return out
+
+    def __repr__(self) -> str:
+        return f"CrossEncoder({self.id!r}, max_length={self.max_length}, threads={self.threads})"
 
 
 class Reranker:
@@ -124,31 +148,17 @@ class Reranker:
     >>> rr.score("rotate logs", ["logrotate rotates, compresses and mails logs", "a game"])
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, *, threads: int | None = None,
+    def __init__(self, model: str | os.PathLike | ModelCard | None = None, *, threads: int | None = None,
                  max_length: int | None = None) -> None:
-        path, card = read_teacher_card(model)
-        self._encoder: Encoder | None = None
-        self.kind: str = card.get("kind", "bi-encoder" if card.get("pooling") else "cross-encoder")
-        if self.kind not in KINDS:
-            raise EdgeDSEError(f"{path}/card.json: unknown kind {self.kind!r} (expected one of {KINDS})")
-        if self.kind == "bi-encoder":
-            self._encoder = Encoder(path, threads=threads, max_length=max_length)
-            self.path, self.card, self.max_length = path, self._encoder.card, self._encoder.max_length
-        else:
-            # The cross-encoder shares the encoder's loading code (card checks, session options).
-            enc = Encoder.__new__(Encoder)
-            enc.path, enc.card = path, card
-            enc.max_length = int(max_length or card.get("max_length", 256))
-            enc.threads = threads or config.default_threads()
-            self._tokenizer = enc._load_tokenizer()
-            self._tokenizer.enable_truncation(max_length=enc.max_length, strategy="longest_first")
-            self._session = enc._load_session()
-            self._input_names = {i.name for i in self._session.get_inputs()}
-            self._output = card.get("output") or self._session.get_outputs()[0].name
-            self.path, self.card, self.max_length = path, card, enc.max_length
-        self.id: str = self.card["id"]
-        self.default_depth: int = card_depth(card, path)
-        self.encoder_weight: float = card_encoder_weight(card, path)
+        self.model: ModelCard = load_teacher_card(model)
+        self.kind: str = self.model.kind
+        self.path, self.card, self.id = self.model.folder, self.model.data, self.model.id
+        self.default_depth: int = self.model.default_depth
+        # A bi-encoder scores by cosine: the run-time Encoder embeds query and passages apart.
+        self._scorer: Encoder | CrossEncoder = (Encoder if self.kind == "bi-encoder" else CrossEncoder)(
+            self.model, threads=threads, max_length=max_length)
+        self.max_length: int = self._scorer.max_length
+        self.encoder_weight: float = self.model.encoder_weight
 
     def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32,
               max_batch_tokens: int = MAX_BATCH_TOKENS, on_progress: Progress | None = None) -> "np.ndarray":
@@ -161,36 +171,16 @@ class Reranker:
         if not passages:
             return np.zeros(0, dtype=np.float32)
         report(0, len(passages))
-        if self._encoder is not None:
-            q = self._encoder.encode([query], kind="query")[0]
-            out = np.zeros(len(passages), dtype=np.float32)
-            for lo in range(0, len(passages), batch_size):
-                p = self._encoder.encode(passages[lo:lo + batch_size], kind="document", batch_size=batch_size,
-                                         max_batch_tokens=max_batch_tokens)
-                out[lo:lo + len(p)] = p @ q
-                report(lo + len(p), len(passages))
-            return out
-        encs = self._tokenizer.encode_batch([(query, p) for p in passages])
-        ids = [np.asarray(e.ids, dtype=np.int64) for e in encs]
-        types = [np.asarray(e.type_ids, dtype=np.int64) for e in encs]
-        lengths = [len(x) for x in ids]
-        order = sorted(range(len(ids)), key=lengths.__getitem__, reverse=True)
+        if isinstance(self._scorer, CrossEncoder):
+            return self._scorer.score(query, passages, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                                      on_progress=report)
+        q = self._scorer.encode([query], kind="query")[0]
         out = np.zeros(len(passages), dtype=np.float32)
-        done = 0
-        for batch in _token_budget_batches(order, lengths, batch_size, max_batch_tokens):
-            width = max(lengths[i] for i in batch)
-            feeds = {name: np.zeros((len(batch), width), dtype=np.int64)
-                     for name in ("input_ids", "attention_mask", "token_type_ids")}
-            for row, i in enumerate(batch):
-                n = lengths[i]
-                feeds["input_ids"][row, :n] = ids[i]
-                feeds["attention_mask"][row, :n] = 1
-                feeds["token_type_ids"][row, :n] = types[i]
-            feeds = {k: v for k, v in feeds.items() if k in self._input_names}
-            logits = self._session.run([self._output], feeds)[0]
-            out[batch] = logits.reshape(len(batch), -1)[:, 0]
-            done += len(batch)
-            report(done, len(passages))
+        for lo in range(0, len(passages), batch_size):
+            p = self._scorer.encode(passages[lo:lo + batch_size], kind="document", batch_size=batch_size,
+                                    max_batch_tokens=max_batch_tokens)
+            out[lo:lo + len(p)] = p @ q
+            report(lo + len(p), len(passages))
         return out
 
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,

@@ -119,13 +119,13 @@ def test_token_budget_batches_bound_size_and_padding():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from edge_dse.encoder import _token_budget_batches
+    from edge_dse.models import token_budget_batches
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.integers(1, 300), max_size=80), st.integers(1, 40), st.integers(1, 4096))
     def check(lengths, batch_size, max_tokens):
         order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-        batches = _token_budget_batches(order, lengths, batch_size, max_tokens)
+        batches = token_budget_batches(order, lengths, batch_size, max_tokens)
         assert [i for b in batches for i in b] == order  # every text once, in order
         for b in batches:
             assert 1 <= len(b) <= batch_size
@@ -140,7 +140,7 @@ def test_long_passages_go_in_small_batches(encoder):
 
     calls = []
     run = encoder._run
-    encoder._run = lambda ids, types: calls.append(len(ids)) or run(ids, types)
+    encoder._run = lambda feeds: calls.append(len(feeds["input_ids"])) or run(feeds)
     try:
         encoder.encode(["word " * 400] * 40 + ["short query"] * 40, batch_size=32)
     finally:

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..models import DEFAULT, OPT_IN, ROLE_TITLES, read_card, write_card  # `models` is a dict of rows here
 from ..rerank import blend
 from .candidates import bm25_neighbours, dense_neighbours
 from .data import read_jsonl
@@ -271,11 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         from .promote import decide
 
         verdict = decide(result)
-        path = Path(args.promote) / "card.json"
-        card = json.loads(path.read_text(encoding="utf-8"))
+        card = read_card(args.promote)
         card["promotion"] = verdict
-        path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"promotion: {'the default encoder' if verdict['default'] else 'opt-in'} ({verdict['rule']}); "
+        write_card(args.promote, card)
+        role = ROLE_TITLES[DEFAULT if verdict["default"] else OPT_IN]
+        print(f"promotion: {role} ({verdict['rule']}); "
               + ("; ".join(verdict["short"]) or "every condition met"))
     return 0
 
@@ -323,8 +324,7 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     from .export import cpu_description, render_card_md
     from .teacher import render_teacher_card_md
 
-    path = Path(asset) / "card.json"
-    card = json.loads(path.read_text(encoding="utf-8"))
+    card = read_card(asset)
     cpu = cpu_description()
     card["evaluation"] = {
         "command": "edge-dse eval " + shlex.join(list(sys.argv[1:] if argv is None else argv)),
@@ -335,7 +335,7 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     if card.get("kind") == "cross-encoder" and choose_depth(result):
         # the depth the UI, CLI and API rerank by default; the blend weight chosen on dev stays
         card["rerank"] = {**(card.get("rerank") or {}), **choose_depth(result)}
-    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_card(asset, card)
     render = render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md
     (Path(asset) / "card.md").write_text(render(card), encoding="utf-8")
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import config as _config  # noqa: F401  (offline environment before any HF/ORT import)
+from .. import models
 from ..errors import EdgeDSEError
 from .data import APT_LISTS, translation_files, translation_records  # the one Translation-en parser
 
@@ -269,77 +270,23 @@ def debian_texts(n_docs: int = 500, n_queries: int = 500, *, seed: int = 0, max_
 
 
 # -- running models ----------------------------------------------------------------------------
-def load_tokenizer(path: Path, max_length: int):
-    """tokenizer.json with the run time's settings: truncate at max_length, no fixed padding."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(path))
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_length)
-    return tok
+# The run time's tokenizer settings and pooling (models.py): what the export measures is what the
+# program runs.
+load_tokenizer = models.load_tokenizer
+pool = models.pool
 
 
-class OnnxEmbedder:
-    """Mirror of the run-time encoder (edge_dse.encoder): same session options, batches sorted by
-    length and padded to their longest member, pooling as sentence-transformers does it."""
+def run_time_encoder(model_file: Path, tokenizer_file: Path, *, model_id: str, dim: int, pooling: str,
+                     normalize: bool, output: str | None, max_length: int, threads: int = MEASURE_THREADS):
+    """The run-time Encoder on a graph that is not in an asset folder yet (the fp32 graph, the
+    int8 one before it is copied in): same session options, token batches and pooling as
+    `edge-dse` runs, so the card's measurements are of the program, not of a look-alike."""
+    from ..encoder import Encoder
 
-    def __init__(self, model: Path, tokenizer, *, pooling: str = "mean", normalize: bool = True,
-                 output: str | None = None, threads: int = MEASURE_THREADS):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.output = output or self.session.get_outputs()[0].name
-        self.tokenizer = tokenizer
-        self.pooling = pooling
-        self.normalize = normalize
-
-    def encode(self, texts: Sequence[str], batch_size: int = MEASURE_BATCH):
-        import numpy as np
-
-        encodings = self.tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids), reverse=True)
-        out = None
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            width = max(len(encodings[i].ids) for i in batch)
-            ids = np.zeros((len(batch), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            types = np.zeros_like(ids)
-            for row, i in enumerate(batch):
-                enc = encodings[i]
-                ids[row, :len(enc.ids)] = enc.ids
-                mask[row, :len(enc.ids)] = 1
-                types[row, :len(enc.ids)] = enc.type_ids
-            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            hidden = self.session.run([self.output], {k: v for k, v in feeds.items() if k in self.inputs})[0]
-            pooled = pool(hidden, mask, self.pooling)
-            if out is None:
-                out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[batch] = pooled
-        if out is None:
-            return np.zeros((0, 0), dtype=np.float32)
-        if self.normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
-
-
-def pool(hidden, mask, pooling: str):
-    """sentence-transformers' pooling: mean over the attention mask (clamped at 1e-9), or CLS."""
-    import numpy as np
-
-    if pooling == "mean":
-        weights = mask[:, :, None].astype(np.float32)
-        return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-    if pooling == "cls":
-        return hidden[:, 0]
-    return hidden
+    card = {"id": model_id, "dim": int(dim), "pooling": pooling, "normalize": bool(normalize),
+            "max_length": int(max_length), "output": output}
+    return Encoder(models.ModelCard.from_dict(card, Path(model_file).parent, model_file=model_file,
+                                              tokenizer_file=tokenizer_file), threads=threads)
 
 
 def torch_embed(transformer_dir: Path, texts: Sequence[str], *, max_length: int, pooling: str,
@@ -556,7 +503,9 @@ def export_model(
 
         all_texts = list(measure_texts) + measure_queries
         log(f"export: checking fp32 ONNX against PyTorch on {len(all_texts)} texts")
-        fp32_emb = OnnxEmbedder(fp32, tokenizer, pooling=pooling, normalize=normalize, output=output)
+        measure = dict(model_id=model_id, dim=info["dim"], pooling=pooling, normalize=normalize, output=output,
+                       max_length=max_length)
+        fp32_emb = run_time_encoder(fp32, build / "tokenizer.json", **measure)
         ref = torch_embed(transformer_dir, all_texts, max_length=max_length, pooling=pooling, normalize=normalize,
                           dense_dir=dense_dir)
         fp32_vecs = fp32_emb.encode(all_texts)
@@ -569,11 +518,12 @@ def export_model(
         if quantize:
             log(f"export: quantising {QUANTIZATION}")
             final = quantize_model(fp32, work / "model.int8.onnx")
-            int8_emb = OnnxEmbedder(final, tokenizer, pooling=pooling, normalize=normalize, output=output)
+            int8_emb = run_time_encoder(final, build / "tokenizer.json", **measure)
             int8_vecs = int8_emb.encode(all_texts)
             log(f"export: measuring int8 vs fp32 at {MEASURE_THREADS} threads ({repeats} runs)")
             measured = {"text_source": measure_source, "texts": len(measure_texts), "queries": len(measure_queries),
-                        "threads": MEASURE_THREADS, "batch_size": MEASURE_BATCH, "repeats": repeats,
+                        "threads": MEASURE_THREADS, "batch_size": MEASURE_BATCH,
+                        "max_batch_tokens": models.MAX_BATCH_TOKENS, "repeats": repeats,
                         "cpu": cpu_description()}
             docs_cos = cosine_stats(int8_vecs[: len(measure_texts)], fp32_vecs[: len(measure_texts)])
             measured.update({"cosine_mean": docs_cos["mean"], "cosine_min": docs_cos["min"], "cosine_p5": docs_cos["p5"]})
@@ -625,7 +575,7 @@ def export_model(
             "versions": _versions(),
         }
         card.update(extra or {})
-        (build / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        models.write_card(build, card)
         (build / "card.md").write_text(render_card_md(card), encoding="utf-8")
         _replace_dir(build, out_dir)
         log(f"export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB model.onnx)")

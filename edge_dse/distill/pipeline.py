@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import has_card, write_card  # names, not the module: `models` is a folder here
 from . import candidates as cand_mod
 from . import data as data_mod
 from . import labels as labels_mod
@@ -122,7 +123,7 @@ def prepare_mpnet(models: Path, log=print) -> Path:
     int8 ONNX for scoring. Its FFN output MatMuls stay fp32: quantising them drops the cosine to
     fp32 to 0.89 (measured), the rest keeps it at 0.99."""
     asset = models / "mpnet-int8"
-    if (asset / "card.json").is_file():
+    if has_card(asset):
         return asset
     src = models / "mpnet" / "all-mpnet-base-v2"
     if not (src / "config.json").is_file():
@@ -156,7 +157,7 @@ def prepare_mpnet(models: Path, log=print) -> Path:
     card = {"id": "work/all-mpnet-base-v2-int8-ffnout-fp32", "name": "mpnet-int8", "dim": 768, "pooling": "mean",
             "normalize": True, "max_length": 384, "output": "last_hidden_state",
             "role": "pseudo-labeller only (never shipped): all-mpnet-base-v2, int8 except the FFN output MatMuls"}
-    (tmp / "card.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
+    write_card(tmp, card)
     tmp.rename(asset)
     log(f"distill: mpnet scorer ready in {asset}")
     return asset
@@ -280,7 +281,7 @@ def stage1(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> tuple[P
                         eval_corpus=60 if plan.tiny else 500)
     model_dir = hpd.train(cfg, hpd_dir / "texts", vectors, hpd_dir / "student", data_dir=data_dir, log=log)
     asset = hpd_dir / "student" / "asset"
-    if _step("stage 1 export", (asset / "card.json").is_file(), log):
+    if _step("stage 1 export", has_card(asset), log):
         export_student(plan, model_dir, asset, stage="stage 1 (projective distillation of all-mpnet-base-v2)",
                        model_id="edge-dse/student-hpd-l3-256", training=hpd_dir / "student" / "train.json", log=log)
     regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
@@ -298,7 +299,7 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
 
     tdir = plan.work / "teacher"
     asset = tdir / "asset"
-    if not _step("teacher", (asset / "card.json").is_file(), log):
+    if not _step("teacher", has_card(asset), log):
         return asset
     vectors, _ = stage1_vectors(plan, log, mapper)
     lists_dir = plan.work / "teacher-lists"
@@ -341,7 +342,7 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
     for r in range(2, plan.teacher_rounds + 1):
         prev = rounds[-1]
         prev_asset = Path(prev["model"]).parent / "asset"
-        if not (prev_asset / "card.json").is_file():
+        if not has_card(prev_asset):
             export_teacher(plan, Path(prev["model"]), prev_asset, max_length, {"round": r - 1}, log)
         rows = labels_mod.choose_rows(lists, prev["lists"], seed=plan.seed)  # the lists that round trained on
         scores_dir = tdir / f"round-{r}-labels"
@@ -446,7 +447,7 @@ def _run(plan: Plan, install: bool, assets: Path | None, log, mapper: tc.Mapper)
                                      init=str(stage1_dir) if stage1_dir else None, hpd_weight=plan.hpd_weight if stage1_dir else 0.0)
     student_dir = student_mod.train(scfg, examples, work / "student", log=log, regulariser=regulariser)
     student_asset = work / "student" / "asset"
-    if _step("student export", (student_asset / "card.json").is_file(), log):
+    if _step("student export", has_card(student_asset), log):
         export_student(plan, student_dir, student_asset, model_id="edge-dse/student-dse-l3-256", training=work / "student" / "train.json",
                        stage="stage 2 (DSE from the edge_dse teacher" + (", on top of stage 1)" if stage1_dir else ")"),
                        extra={"teacher": str(teacher_asset)}, log=log)

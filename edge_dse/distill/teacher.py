@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import random
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import models
 from . import labels as labels_mod
 from . import train_common as tc
 
@@ -275,8 +275,8 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
         tokenizer.no_truncation()
         tokenizer.save(str(build / "tokenizer.json"))
         card = {"id": model_id, "name": out_dir.name, "kind": "cross-encoder", "dim": 1, "output": "logits",
-                "max_length": max_length, "role": "teacher: cross-encoder that reranks the default encoder's top hits"}
-        (build / "card.json").write_text(json.dumps(card), encoding="utf-8")
+                "max_length": max_length, "role": f"teacher: cross-encoder that {models.ROLE_DUTIES[models.TEACHER]}"}
+        models.write_card(build, card)  # for the Reranker that measures it below
         ref = torch_scores(model_dir, measure_pairs, max_length)
         rr = Reranker(build)
         t = time.perf_counter()
@@ -294,7 +294,7 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
             "made_by": made_by, "created": datetime.date.today().isoformat(), "versions": _versions(),
         })
         card.update(extra or {})
-        (build / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        models.write_card(build, card)
         (build / "card.md").write_text(render_teacher_card_md(card), encoding="utf-8")
         _replace_dir(build, out_dir)
         log(f"teacher export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB), "
