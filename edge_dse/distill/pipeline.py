@@ -310,7 +310,7 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
     curve_path = tdir / "curve.json"
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
 
-    def measured(name: str, cfg) -> dict:
+    def measured(name: str, cfg, round_no: int) -> dict:
         run_dir = tdir / name
         for i, point in enumerate(curve):
             if point["run"] == name:
@@ -320,7 +320,7 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
                 return point
         t = time.perf_counter()
         model = teacher_mod.train(cfg, run_dir, lists_dir, lists_dir, log=log)
-        point = {"run": name, "lists": cfg.queries_per_split, "round": 1 if not cfg.init else None,
+        point = {"run": name, "lists": cfg.queries_per_split, "round": round_no,
                  "train_seconds": round(time.perf_counter() - t), "model": str(model),
                  **teacher_mod.dev_rerank(model, dev, max_length)}
         curve.append(point)
@@ -332,7 +332,7 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
     best = None
     for size in sorted(min(n, lists) for n in plan.teacher_sizes):
         cfg = teacher_mod.TeacherConfig(base=base, queries_per_split=size, seed=plan.seed, max_length=max_length)
-        point = measured(f"lists-{size}", cfg)
+        point = measured(f"lists-{size}", cfg, 1)
         if best is not None and point["mean_gain"] < best["mean_gain"] + plan.teacher_min_gain:
             best = max(best, point, key=lambda p: p["mean_gain"])
             log(f"distill: teacher: {size} lists add < {plan.teacher_min_gain} dev gain: the curve stops growing here")
@@ -349,7 +349,7 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
         teacher_scores(prev_asset, lists_dir, teacher_lists.SPLIT, rows, scores_dir, log=log, chunk=500, mapper=mapper)
         cfg = teacher_mod.TeacherConfig(base=base, queries_per_split=prev["lists"], seed=plan.seed, max_length=max_length,
                                         init=prev["model"], extra_scores=str(scores_dir))
-        rounds.append(dict(measured(f"round-{r}", cfg), round=r))
+        rounds.append(dict(measured(f"round-{r}", cfg, r), round=r))
     chosen = max(rounds, key=lambda p: (p["mean_gain"], p["worst_gain"]))
     log(f"distill: teacher: chose {chosen['run']} (round {chosen['round']}, dev mean gain {chosen['mean_gain']:+.4f})")
     train_info = json.loads((Path(chosen["model"]).parent / "train.json").read_text())

@@ -274,7 +274,7 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
         tokenizer.no_padding()
         tokenizer.no_truncation()
         tokenizer.save(str(build / "tokenizer.json"))
-        card = {"id": model_id, "name": out_dir.name, "kind": "cross-encoder", "dim": 1, "output": "logits",
+        card = {"id": model_id, "name": "teacher", "kind": "cross-encoder", "dim": 1, "output": "logits",
                 "max_length": max_length, "role": f"teacher: cross-encoder that {models.ROLE_DUTIES[models.TEACHER]}"}
         models.write_card(build, card)  # for the Reranker that measures it below
         ref = torch_scores(model_dir, measure_pairs, max_length)
@@ -364,7 +364,7 @@ def render_teacher_card_md(card: dict) -> str:
                   "scores blended with the encoder's order (`edge_dse.rerank.blend`) at the weight kept for that run "
                   "(of " + ", ".join(map(str, ENCODER_WEIGHTS)) + ": the best mean gain among the weights that lose on no "
                   "split, else the least loss on the worst split):", ""] + _dev_table(card["curve"]) + [""]
-    lines += ["Re-make it (with the student) from the repository root, after `pip install -e '.[train]'`:", "",
+    lines += ["Re-make it from the repository root, after `pip install -e '.[train]'`:", "",
               "```", card.get("made_by") or "(not recorded)", "```", "",
               f"Made {card.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items()) + "."]
     lines += evaluation_md(card)
