@@ -47,7 +47,7 @@ def writer_ceiling(source: Path, lib_path: Path) -> tuple[float, float, int]:
     from edge_dse.ingest import Chunk
 
     with Library(source, progress=False) as src:
-        rows = src.catalog._conn.execute(
+        rows = src.catalog.db.execute(
             'SELECT path, "start", "end", heading, text, vector FROM chunks ORDER BY id').fetchall()
         files = {r.path: r for r in (src.catalog.file_state(p) for p in {row[0] for row in rows})}
     by_file: dict[str, list] = {}
@@ -64,7 +64,7 @@ def writer_ceiling(source: Path, lib_path: Path) -> tuple[float, float, int]:
             lib.catalog.put_file(f.folder, path, f.size, f.mtime_ns, f.sha256, chunks, vectors)
         commit = time.perf_counter() - t0
         t0 = time.perf_counter()
-        lib._refresh_index()  # what a sync does at its end: insert the new chunks into the HNSW cache
+        lib.refresh_index()  # what a sync does at its end: insert the new chunks into the HNSW cache
         hnsw = time.perf_counter() - t0
     return len(rows) / commit, len(rows) / hnsw, len(rows)
 

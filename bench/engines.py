@@ -84,7 +84,7 @@ def query(p: dict) -> dict:
 
         lib = Library(p["folder"], model=enc, readonly=True, progress=False)
         lib.search(queries[0], k=10, mode="vector")  # loads the HNSW cache
-        index = lib._index()
+        index = lib.ann_index()
         full = lambda q: lib.search(q, k=10, mode="vector")  # noqa: E731
         only = lambda v: index.search(v, 10)[0]  # noqa: E731
     elif p["engine"] == "exact numpy":

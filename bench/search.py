@@ -85,7 +85,7 @@ def build_library(folder: Path, encoder, texts: list[str], vectors: np.ndarray, 
         lib.catalog.put_file("/bench", f"/bench/file-{f:06d}.txt", 1, 1, f"{f:064d}", chunks, full[idx])
     t_insert = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lib._refresh_index()
+    lib.refresh_index()
     return lib, t_insert, time.perf_counter() - t0
 
 
@@ -120,7 +120,7 @@ def main() -> None:
             ids, matrix = np.concatenate(ids), np.vstack(matrix)
             qv = encoder.encode(queries, kind="query")
             exact = ids[np.argsort(-(qv @ matrix.T), axis=1)[:, :10]]
-            index = lib._index()
+            index = lib.ann_index()
             recall = np.mean([len(set(index.search(q, 10)[0].tolist()) & set(e.tolist())) / 10 for q, e in zip(qv, exact)])
             end_to_end, hybrid, ann_only, exact_only = [], [], [], []
             for q, v in zip(queries, qv):

@@ -285,7 +285,7 @@ class Service:
     # -- reading --------------------------------------------------------------------------------
     def reader(self) -> Library:
         if self._reader is None:
-            if not (self.path / "catalog.db").is_file():
+            if not Library.exists(self.path):
                 raise EdgeDSEError(f"the library at {self.path} is empty: add a folder in the Library tab")
             self._reader = Library(self.path, model=self.model, readonly=True, progress=False, threads=self.threads)
         return self._reader
@@ -344,7 +344,7 @@ class Service:
         return read_cards(self.model, self.teacher, info["model"]["model_id"] if info else None)
 
     def status(self, errors_limit: int | None = None) -> dict | None:
-        if not (self.path / "catalog.db").is_file():
+        if not Library.exists(self.path):
             return None
         with self._read_lock:
             return self.reader().status(errors_limit)
@@ -361,7 +361,7 @@ class Service:
             lib = self.reader()
             folders = [Path(f).resolve() for f in lib.catalog.folders()]
             known = lib.catalog.file_state(str(path)) is not None
-            max_bytes = lib._discover_kwargs()["max_bytes"]
+            max_bytes = lib.max_file_bytes
         # A path the library does not hold (a NUL in it included) is refused before it is looked at.
         target = Path(path).resolve() if known else None  # follows "..", and symlinks out of the folder
         root = next((f for f in folders if target and target.is_relative_to(f)), None)

@@ -186,7 +186,7 @@ def index_group(model_key: str, model_ref: list, files: list[tuple[str, bytes | 
 
 
 # -- the driver side ---------------------------------------------------------------------------
-def _one_line(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """A worker failure as a short reason for the catalog (Ray's own messages carry tracebacks)."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):  # a RayTaskError wraps the worker's exception
@@ -299,5 +299,5 @@ class RayIndexer:
                 self._launch([entry])
             return []
         item, sha, existed, _ = group[0]
-        return [Outcome(item, sha, existed, None, None, _one_line(exc), retry=True)]
+        return [Outcome(item, sha, existed, None, None, failure_reason(exc), retry=True)]
 

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from .store import AnnIndex, Catalog
 
 from .modes import DEFAULT_MODE, MODES
+# The catalog's file in a library folder (see the layout above).
+CATALOG_FILE = "catalog.db"
 # Reciprocal rank fusion constant (Cormack et al. 2009): 60 is the value the paper found robust.
 RRF_K = 60
 # Chunks embedded together: large enough to keep batches full across many small files.
@@ -158,7 +160,7 @@ def _user_errors(method):
     def wrapper(self: "Library", *args, **kwargs):
         import sqlite3
 
-        from .store.catalog import _corrupt
+        from .store.catalog import corrupt_error
 
         try:
             return method(self, *args, **kwargs)
@@ -170,7 +172,7 @@ def _user_errors(method):
                 ) from exc
             if isinstance(exc, sqlite3.DatabaseError) and _damaged(exc):
                 # One short line: a decode error quotes the damaged text, newlines and all.
-                raise _corrupt(self.catalog.path, " ".join(str(exc).split())[:120]) from exc
+                raise corrupt_error(self.catalog.path, " ".join(str(exc).split())[:120]) from exc
             raise
 
     return wrapper
@@ -226,14 +228,14 @@ class Library:
         self.include_hidden = include_hidden
         self.extract_seconds = extract_seconds
         self.extract_memory = extract_memory
-        if readonly and not (self.path / "catalog.db").is_file():
+        if readonly and not Library.exists(self.path):
             raise EdgeDSEError(f"no library at {self.path}: create one with `edge-dse index FOLDER`")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except PermissionError as exc:
             raise EdgeDSEError(f"cannot create the library at {self.path}: permission denied on {exc.filename}: "
                                "pick a folder you can write with --library DIR (or $EDGE_DSE_HOME)") from None
-        self.catalog: Catalog = Catalog(self.path / "catalog.db", readonly=readonly)
+        self.catalog: Catalog = Catalog(self.path / CATALOG_FILE, readonly=readonly)
         self._lock = WriterLock(self.path / "write.lock")
         if model is None and not allow_model_change:  # reindex moves a library to the default
             model = self._shipped_model_that_built_it()
@@ -247,6 +249,12 @@ class Library:
         self._chunks_at_save = 0  # report.chunks when the HNSW cache was last saved in this sync
         if not allow_model_change:
             self._check_model()
+
+    @staticmethod
+    def exists(path: str | os.PathLike) -> bool:
+        """Whether a library was created in folder `path` (its catalog is there), without
+        opening it: a caller can say "no library yet" instead of creating an empty one."""
+        return (Path(path) / CATALOG_FILE).is_file()
 
     @property
     def model(self) -> ModelCard:
@@ -351,13 +359,21 @@ class Library:
             self._lock.release()
 
     def _discover_kwargs(self) -> dict:
-        from .ingest import DEFAULT_IGNORE_DIRS, DEFAULT_MAX_BYTES
+        from .ingest import DEFAULT_IGNORE_DIRS
 
         return {
             "ignore_dirs": self.ignore_dirs if self.ignore_dirs is not None else DEFAULT_IGNORE_DIRS,
-            "max_bytes": self.max_bytes if self.max_bytes is not None else DEFAULT_MAX_BYTES,
+            "max_bytes": self.max_file_bytes,
             "include_hidden": self.include_hidden,
         }
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest file this library indexes (max_bytes, or discovery's default): bigger
+        files are skipped, and a reader of indexed files reads no more than this."""
+        from .ingest import DEFAULT_MAX_BYTES
+
+        return self.max_bytes if self.max_bytes is not None else DEFAULT_MAX_BYTES
 
     @_user_errors
     def add(self, *folders: str | os.PathLike, cluster: "str | RayCluster | None" = None) -> SyncReport:
@@ -502,7 +518,7 @@ class Library:
         pending: list[tuple] = []  # (file, sha256, chunks) waiting for embedding
         pending_chunks = 0
         real_root = os.path.realpath(folder)
-        max_bytes = self._discover_kwargs()["max_bytes"]
+        max_bytes = self.max_file_bytes
         bar = self._progress(todo, desc="indexing", unit=" files")
         for item in bar:
             path = str(item.path)
@@ -659,8 +675,17 @@ class Library:
         self._ann.refresh(self.catalog)
         self._ann.save()
 
-    def _index(self) -> "AnnIndex":
-        """Reader side: an index to search, reloaded when a writer saved a newer one."""
+    @_user_errors
+    def refresh_index(self) -> None:
+        """Bring the HNSW cache in line with the catalog and save it, under the writer lock:
+        what a sync does at its end, for a caller that wrote chunks through `catalog` itself."""
+        with self._writing():
+            self._refresh_index()
+
+    def ann_index(self) -> "AnnIndex":
+        """The HNSW index a vector search uses, loaded (or refreshed) the way a search does: a
+        new one when a writer saved a newer one. Read-only access, for measuring the index
+        alone; changing it bypasses the catalog that it is a cache of."""
         from .store import AnnIndex
 
         generation = self.catalog.generation
@@ -686,7 +711,7 @@ class Library:
     def _vector_candidates(self, query_vector: "np.ndarray", k: int) -> tuple[list[int], list[float]]:
         import numpy as np
 
-        index = self._index()
+        index = self.ann_index()
         ids, scores = index.search(query_vector, k)
         ids, scores = list(map(int, ids)), list(map(float, scores))
         if index.generation != self.catalog.generation:
@@ -815,11 +840,9 @@ class Library:
         all counted by kind of reason) and the index state."""
         counts = self.catalog.counts()
         files_per_folder = {f: len(self.catalog.files_in(f)) for f in self.catalog.folders()}
-        ann_meta = self.path / "ann.json"
-        try:
-            index_generation = json.loads(ann_meta.read_text())["generation"]
-        except (OSError, ValueError, KeyError):
-            index_generation = None
+        from .store import AnnIndex
+
+        index_generation = AnnIndex.saved_generation(self.path)
         return {
             "library": str(self.path),
             "model": {k: self.catalog.get_meta(k) for k in ("model_id", "model_dim", "model_pooling", "chunk_tokens")},

@@ -150,7 +150,7 @@ def test_wordnet_pairs(tmp_path):
 
 
 def test_wordnet_removes_multiword_and_marked_headwords():
-    offset, lemmas, definition, examples = dd._parse_synset(WORDNET["data.adj"][0])
+    offset, lemmas, definition, examples = dd.parse_synset(WORDNET["data.adj"][0])
     assert (offset, lemmas, definition, examples) == ("00014358", ["abounding", "galore"], "existing in abundance",
                                                       ["abounding confidence", "whiskey galore"])
     assert dd._headword_pattern(["a cappella", "galore"]).sub("_", "sung a Cappella, whiskey galore") == "sung _, whiskey _"

@@ -483,7 +483,7 @@ def test_a_long_sync_saves_the_hnsw_cache_in_steps(tmp_path, encoder):
     assert 0 < committed < 60, f"the cache was first saved with {committed} of 60 files committed"
     saved = json.loads((lib_dir / "ann.json").read_text())["generation"]
     with Library(lib_dir, model=encoder, progress=False, readonly=True) as reader:
-        index = reader._index()  # what a search uses: the cache saved mid-sync
+        index = reader.ann_index()  # what a search uses: the cache saved mid-sync
         assert index.generation == saved and len(index.ids()) > 0
         hits = reader.search(TOPICS["bread"][2], k=3)
         assert len(hits) == 3 and all(reader.catalog.file_state(h.path).status == "ok" for h in hits)

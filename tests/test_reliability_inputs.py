@@ -77,7 +77,7 @@ from hypothesis import strategies as st
 from conftest import TOPICS, run_cli, shipped_model_dir, write_docx, write_pdf, write_topic
 from edge_dse import Library
 from edge_dse.ingest import chunk_text, extract
-from edge_dse.store.catalog import FTS_TOKENIZE, _query_terms
+from edge_dse.store.catalog import FTS_TOKENIZE, query_terms
 
 MODEL = str(shipped_model_dir())
 
@@ -451,7 +451,7 @@ def check_hits(lib: Library, query: str, mode: str, k: int = 5):
     assert len({h.chunk_id for h in hits}) == len(hits)
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True), (query, mode, scores)
-    terms = [t[1:-1] for t in _query_terms(query)]
+    terms = [t[1:-1] for t in query_terms(query)]
     if mode == "keyword" and hits:
         wanted = set().union(*fts_tokens(*terms)) if terms else set()
         for hit, tokens in zip(hits, fts_tokens(*(f"{h.text} {h.heading}" for h in hits))):

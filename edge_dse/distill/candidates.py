@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..store.catalog import FTS_TOKENIZE, _query_terms
+from ..store.catalog import FTS_TOKENIZE, query_terms
 from .data import Pair, read_jsonl
 
 KINDS = ("pos", "bm25", "dense", "random")
@@ -68,7 +68,7 @@ def bm25_neighbours(passages: Sequence[str], queries: Sequence[str], k: int) -> 
     con.executemany("INSERT INTO p (rowid, text) VALUES (?, ?)", ((i, t) for i, t in enumerate(passages)))
     out = []
     for q in queries:
-        terms = _query_terms(q)
+        terms = query_terms(q)
         if not terms or k <= 0:
             out.append([])
             continue
@@ -90,7 +90,7 @@ def dense_neighbours(passage_vectors: np.ndarray, query_vectors: np.ndarray, k: 
     return out
 
 
-def _cached_vectors(encoder, texts: Sequence[str], kind: str, cache: Path | None) -> np.ndarray:
+def cached_vectors(encoder, texts: Sequence[str], kind: str, cache: Path | None) -> np.ndarray:
     """Embeddings of texts, cached on disk by model and content (embedding is the slow step)."""
     if cache is not None:
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
@@ -121,8 +121,8 @@ def mine(pairs: Sequence[Pair], *, encoder=None, pool: Pool | None = None, n_bm2
     bm25 = bm25_neighbours(pool.passages, queries, (n_bm25 + over) if n_bm25 else 0)
     dense = None
     if encoder is not None and n_dense:
-        pv = _cached_vectors(encoder, pool.passages, "document", cache_dir)
-        qv = _cached_vectors(encoder, queries, "query", cache_dir)
+        pv = cached_vectors(encoder, pool.passages, "document", cache_dir)
+        qv = cached_vectors(encoder, queries, "query", cache_dir)
         dense = dense_neighbours(pv, qv, n_dense + over)
     rng = random.Random(seed)
     out = []

@@ -145,7 +145,7 @@ def _headword_pattern(lemmas: list[str]) -> re.Pattern:
     return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.I)
 
 
-def _parse_synset(line: str) -> tuple[str, list[str], str, list[str]]:
+def parse_synset(line: str) -> tuple[str, list[str], str, list[str]]:
     """A data.* line -> (offset, lemmas, definition, examples)."""
     fields, _, gloss = line.partition(" | ")
     parts = fields.split()
@@ -162,7 +162,9 @@ def _parse_synset(line: str) -> tuple[str, list[str], str, list[str]]:
     return parts[0], lemmas, gloss[:at].strip(), examples
 
 
-def _tidy(text: str) -> str:
+def tidy_gloss(text: str) -> str:
+    """A WordNet definition with its spacing mended: one space between words, none before
+    punctuation, no stray separators at the ends."""
     return re.sub(r"\s+([,;:.)])", r"\1", re.sub(r"\s+", " ", text)).strip(" ;,")
 
 
@@ -178,13 +180,13 @@ def wordnet_pairs(root: Path = WORDNET) -> list[Pair]:
             for line in f:
                 if line.startswith("  ") or " | " not in line:  # the licence header
                     continue
-                offset, lemmas, definition, examples = _parse_synset(line)
+                offset, lemmas, definition, examples = parse_synset(line)
                 if not examples:
                     continue
-                passage = removed = _tidy(definition)
+                passage = removed = tidy_gloss(definition)
                 # Compiling a pattern per synset is the slow part: only where a headword may occur.
                 if any(w.lower().rstrip("e") in definition.lower() for w in lemmas):
-                    removed = _tidy(re.sub(r"\(\s*\)", "", _headword_pattern(lemmas).sub("", passage)))
+                    removed = tidy_gloss(re.sub(r"\(\s*\)", "", _headword_pattern(lemmas).sub("", passage)))
                 # "the act of buying" -> "the act of": nothing left to match the example on.
                 if not re.search(r"\w", removed) or (removed != passage and len(removed.split()) < 4):
                     continue
@@ -221,7 +223,9 @@ def rst_plain(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text.replace("``", "")).strip()
 
 
-def _cut(text: str, max_chars: int) -> str:
+def cut_at_word(text: str, max_chars: int) -> str:
+    """text cut to at most max_chars, at the last whitespace before the limit (so it ends on a
+    whole word unless its first max_chars hold no whitespace at all)."""
     return text if len(text) <= max_chars else text[:max_chars].rsplit(None, 1)[0]
 
 
@@ -255,7 +259,7 @@ def pydoc_pairs(root: Path = PYDOC, *, min_chars: int = 80, max_chars: int = MAX
             continue
         for heading, body in _sections(path):
             if heading and len(body) >= min_chars:
-                pairs.append(Pair(heading, _cut(body, max_chars), f"pydoc:{rel.as_posix()}", "pydoc"))
+                pairs.append(Pair(heading, cut_at_word(body, max_chars), f"pydoc:{rel.as_posix()}", "pydoc"))
     return pairs
 
 
@@ -269,7 +273,7 @@ def pydoc_faq_pairs(root: Path = PYDOC, *, max_chars: int = MAX_PASSAGE_CHARS) -
         for heading, body in _sections(path):
             # "How do I delete a file? (And other file questions...)" is a question too.
             if re.search(r"\?(\s*\(.*\))?$", heading) and body:
-                pairs.append(Pair(heading, _cut(body, max_chars), f"pydoc:{rel.as_posix()}", "pydoc_faq"))
+                pairs.append(Pair(heading, cut_at_word(body, max_chars), f"pydoc:{rel.as_posix()}", "pydoc_faq"))
     return pairs
 
 

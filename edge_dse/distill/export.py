@@ -382,7 +382,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _versions() -> dict:
+def toolchain_versions() -> dict:
+    """The Python version and the installed versions of the libraries a model is built with,
+    recorded in a model card so that a build can be repeated with the same tools."""
     out = {"python": platform.python_version()}
     for dist in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers"):
         try:
@@ -572,12 +574,12 @@ def export_model(
             "source": src,
             "made_by": made_by,
             "created": datetime.date.today().isoformat(),
-            "versions": _versions(),
+            "versions": toolchain_versions(),
         }
         card.update(extra or {})
         models.write_card(build, card)
         (build / "card.md").write_text(render_card_md(card), encoding="utf-8")
-        _replace_dir(build, out_dir)
+        replace_dir(build, out_dir)
         log(f"export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB model.onnx)")
         return card
     finally:
@@ -587,7 +589,7 @@ def export_model(
             cleanup.cleanup()
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Swap `new` in for `target` with two renames (the old folder goes only after the swap)."""
     old = None
     if target.exists():

@@ -70,7 +70,7 @@ PYDOC_QUESTIONS = ("how do I use {s} in Python?", "what is {s}?", "how does {s} 
 
 def debian_pairs(data_dir: Path, rng: random.Random) -> Iterator[TextPair]:
     for p in data_mod.read_jsonl(data_dir / "debian.train.jsonl"):
-        body = data_mod._cut(p.passage, MAX_CHARS)
+        body = data_mod.cut_at_word(p.passage, MAX_CHARS)
         yield TextPair(p.query, body, "debian", "title")
         package = p.doc_id.split(":", 1)[1]
         roll = rng.random()
@@ -110,11 +110,11 @@ def wordnet_pairs(data_dir: Path, root: Path, rng: random.Random) -> Iterator[Te
             for line in f:
                 if line.startswith("  ") or " | " not in line:
                     continue
-                offset, lemmas, definition, _ = data_mod._parse_synset(line)
+                offset, lemmas, definition, _ = data_mod.parse_synset(line)
                 if data_mod.is_held_out(f"wordnet:{pos}{offset}") or rng.random() > 0.5:
                     continue  # half of the ~117k synsets: enough, and leaves room for other sources
                 lemma = rng.choice(lemmas)
-                gloss = f"{lemma}: {data_mod._tidy(definition)}"
+                gloss = f"{lemma}: {data_mod.tidy_gloss(definition)}"
                 yield TextPair(_wordnet_question(pos, lemma, rng) if rng.random() < 0.6 else lemma, gloss, "wordnet",
                                "question")
 
@@ -202,7 +202,7 @@ def debian_faq_pairs(path: Path = DEBIAN_FAQ) -> Iterator[TextPair]:
             i += 1
         answer = re.sub(r"\s+", " ", " ".join(body)).strip()
         if title.endswith("?") and len(answer) > 80:
-            yield TextPair(title, data_mod._cut(answer, MAX_CHARS), "debian_faq", "faq")
+            yield TextPair(title, data_mod.cut_at_word(answer, MAX_CHARS), "debian_faq", "faq")
 
 
 def build(data_dir: Path, out_dir: Path, *, seed: int = 0, sources=("debian", "pydoc", "wordnet"),

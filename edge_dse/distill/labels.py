@@ -33,8 +33,8 @@ def pair_scores(encoder, pool: cand_mod.Pool, cands: Sequence[cand_mod.Candidate
     """Cosine of each (query, candidate) under `encoder`; (queries, longest list), NaN padded."""
     used = sorted({j for c in cands for j in c.passage_ids})
     where = {j: i for i, j in enumerate(used)}
-    pv = cand_mod._cached_vectors(encoder, [pool.passages[j] for j in used], "document", cache)
-    qv = cand_mod._cached_vectors(encoder, [c.query for c in cands], "query", cache)
+    pv = cand_mod.cached_vectors(encoder, [pool.passages[j] for j in used], "document", cache)
+    qv = cand_mod.cached_vectors(encoder, [c.query for c in cands], "query", cache)
     width = max(len(c.passage_ids) for c in cands)
     out = np.full((len(cands), width), np.nan, dtype=np.float32)
     for qi, c in enumerate(cands):

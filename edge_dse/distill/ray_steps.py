@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterable, Iterator
 
-from ..cluster import _one_line, connect, import_ray
+from ..cluster import connect, failure_reason, import_ray
 from ..errors import EdgeDSEError
 
 PURPOSE = "edge-dse distill --ray"  # how errors name what needed Ray
@@ -127,7 +127,7 @@ class RayMap:
                     try:
                         finished[number] = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        raise EdgeDSEError(f"piece {number} of a distill step {_one_line(exc)}; the pieces before "
+                        raise EdgeDSEError(f"piece {number} of a distill step {failure_reason(exc)}; the pieces before "
                                            "it are saved: run again to resume") from None
                     idle.append(actor)
         finally:

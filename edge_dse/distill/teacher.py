@@ -256,7 +256,7 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
     edge_dse.Reranker loads; int8 is checked against PyTorch on real pairs."""
     from optimum.exporters.onnx import main_export
     from ..rerank import Reranker
-    from .export import QUANTIZATION, _replace_dir, _versions, cpu_description, quantize_model, sha256_file
+    from .export import QUANTIZATION, cpu_description, quantize_model, replace_dir, sha256_file, toolchain_versions
 
     work = Path(tempfile.mkdtemp(prefix="edge-dse-teacher-"))
     build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
@@ -291,12 +291,12 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
                                            "pairs_per_s_one_at_a_time": round(len(measure_pairs) / one_by_one, 1),
                                            "cpu": cpu_description()}),
             "export": {"tool": "optimum.exporters.onnx.main_export", "task": "text-classification"},
-            "made_by": made_by, "created": datetime.date.today().isoformat(), "versions": _versions(),
+            "made_by": made_by, "created": datetime.date.today().isoformat(), "versions": toolchain_versions(),
         })
         card.update(extra or {})
         models.write_card(build, card)
         (build / "card.md").write_text(render_teacher_card_md(card), encoding="utf-8")
-        _replace_dir(build, out_dir)
+        replace_dir(build, out_dir)
         log(f"teacher export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB), "
             f"int8 vs torch Spearman {rho:.4f}")
         return card

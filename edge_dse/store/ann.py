@@ -222,6 +222,16 @@ class AnnIndex:
                 f"ef_search={self.ef_search})")
 
     # -- opening ----------------------------------------------------------------------------
+    @staticmethod
+    def saved_generation(folder: Path) -> int | None:
+        """The catalog generation the index saved in `folder` reflects, read from its sidecar
+        without loading the index; None when there is no readable sidecar. For reports (the
+        library's status): the sidecar's layout stays this module's business."""
+        try:
+            return json.loads((Path(folder) / SIDECAR).read_text())["generation"]
+        except (OSError, ValueError, KeyError):
+            return None
+
     @classmethod
     def open(cls, folder: Path, dim: int, catalog: "Catalog", *, rebuild_if_stale: bool = True, **params) -> "AnnIndex":
         """The index for `catalog`, loaded from `folder` when the saved one is current.

@@ -135,20 +135,23 @@ class ChunkRow:
     text: str
 
 
-def _corrupt(path: Path, cause: object) -> CatalogCorruptError:
+def corrupt_error(path: Path, cause: object) -> CatalogCorruptError:
+    """The user error for a catalog file that cannot be read: what failed, and the recovery.
+    Public so that the Library raises the same message for damage it meets mid-way."""
     return CatalogCorruptError(
         f"catalog {path} is unreadable ({cause}): restore it from a backup or delete the library "
         f"folder and re-index with `edge-dse index`"
     )
 
 
-def _query_terms(query: str) -> list[str]:
+def query_terms(query: str) -> list[str]:
     """The distinct words of a user's query, as FTS5 string literals.
 
     Every query is treated as plain words: FTS5 syntax (quotes, *, NEAR, AND/OR/NOT, ^, -,
     column filters, parentheses) is never interpreted, so no input can raise a syntax error.
     A word is a run of letters/digits (the same split unicode61 makes); each is wrapped in
-    double quotes, which cannot occur inside it.
+    double quotes, which cannot occur inside it. Public because distill's candidate search
+    queries its own FTS5 table and must read a query the way a library does.
     """
     text = unicodedata.normalize("NFKC", query[:MAX_QUERY_SCAN_CHARS])
     seen: dict[str, str] = {}
@@ -212,7 +215,7 @@ class Catalog:
             if check:
                 result = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
                 if result != ["ok"]:
-                    raise _corrupt(self.path, "; ".join(result[:3]))
+                    raise corrupt_error(self.path, "; ".join(result[:3]))
             if readonly:
                 self._check_schema()
             elif self._meta_raw("schema_version") != str(SCHEMA_VERSION):
@@ -239,7 +242,7 @@ class Catalog:
             raise EdgeDSEError(f"catalog {self.path} cannot be opened ({e}): check the folder's permissions and free disk space") from e
         except sqlite3.DatabaseError as e:  # "file is not a database", "malformed", ...
             conn.close()
-            raise _corrupt(self.path, e) from e
+            raise corrupt_error(self.path, e) from e
 
     # -- schema ---------------------------------------------------------------------------
     def _create_schema(self) -> None:
@@ -267,7 +270,7 @@ class Catalog:
                 f"tables yet): retry when that finishes, or index a folder into it with `edge-dse index`"
             )
         if missing:
-            raise _corrupt(self.path, f"missing tables {', '.join(sorted(missing))}")
+            raise corrupt_error(self.path, f"missing tables {', '.join(sorted(missing))}")
 
     # -- transactions -----------------------------------------------------------------------
     @contextmanager
@@ -597,7 +600,7 @@ class Catalog:
         """BM25 keyword search over chunk text and heading: [(chunk_id, score)], best first,
         score = -bm25 (higher = better).
 
-        Policy: the query is plain words (see _query_terms; no syntax is interpreted). Chunks
+        Policy: the query is plain words (see query_terms; no syntax is interpreted). Chunks
         that hold ALL the words come first, ranked by BM25; if fewer than k do, the rest of the
         list is filled with chunks that hold ANY of them, also by BM25. Why: a user typing
         several words into a search box expects the chunks with all of them on top (what
@@ -608,7 +611,7 @@ class Catalog:
         """
         if k <= 0 or not isinstance(query, str):
             return []
-        terms = _query_terms(query)
+        terms = query_terms(query)
         if not terms:
             return []
         results = self._fts(" AND ".join(terms), k)
