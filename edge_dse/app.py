@@ -403,10 +403,15 @@ def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLik
 
     Only requests addressed to 127.0.0.1, localhost or [::1] are answered (see webguard); with
     allow_remote, also those addressed to `host` and to the `trusted_hosts`."""
+    import warnings
+
     from starlette.middleware import Middleware
 
     from .webguard import LocalOnly
 
+    # Gradio's request handler reads a Starlette constant that Starlette deprecated; the warning
+    # names neither our code nor anything a user can change, and it was printed on every request.
+    warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")
     warning = check_host(host, allow_remote, trusted_hosts)
     if warning:
         print(f"edge-dse: {warning}", file=sys.stderr)
