@@ -164,8 +164,9 @@ def dev_lists(data_dir: Path, splits: Sequence[str], *, encoder: str = "baseline
               corpus: int = 1500, report_queries: int = 200, seed: int = 1) -> list[DevList]:
     """Rounds and sizes are chosen on these, not on the reported eval: per held-out split, a seeded
     sample of queries that `edge-dse eval --queries report_queries` does not report (when the
-    split has any left; the Python FAQ's 176 are all reported, so there the choice sees them),
-    ranked over the reported corpus plus their own positives."""
+    split has any left, else its reported ones: so the pipeline passes only the splits with
+    queries to spare, not the Python FAQ, whose 176 are all reported), ranked over the reported
+    corpus plus their own positives."""
     from ..encoder import Encoder
     from .candidates import dense_neighbours
     from .data import read_jsonl
@@ -359,11 +360,13 @@ def render_teacher_card_md(card: dict) -> str:
     if card.get("curve"):
         lines += ["### Learning curve and rounds", "",
                   "Each run measured as a reranker of the baseline encoder's top 20 (PyTorch fp32) on dev queries that "
-                  "the held-out table below does not report (the Python FAQ has no spare questions: there the same "
-                  "questions are used). nDCG@10 of the encoder's order, the teacher's own order, and the teacher's "
+                  "the held-out table below does not report (debian, wordnet, pydoc; the Python FAQ's 176 questions are "
+                  "all reported, so it has none to spare for choosing). nDCG@10 of the encoder's order, the teacher's own order, and the teacher's "
                   "scores blended with the encoder's order (`edge_dse.rerank.blend`) at the weight kept for that run "
                   "(of " + ", ".join(map(str, ENCODER_WEIGHTS)) + ": the best mean gain among the weights that lose on no "
                   "split, else the least loss on the worst split):", ""] + _dev_table(card["curve"]) + [""]
+        if card.get("curve_note"):
+            lines += [card["curve_note"], ""]
     lines += ["Re-make it from the repository root, after `pip install -e '.[train]'`:", "",
               "```", card.get("made_by") or "(not recorded)", "```", "",
               f"Made {card.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items()) + "."]
