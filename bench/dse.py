@@ -81,22 +81,18 @@ RERANK_DEPTHS = (10, 20, 30, 50)
 
 def rerank_latency(p: dict) -> dict:
     """Median ms to rerank a query's top N chunk-sized passages (Python docs chunks, 256 tokens at
-    most), per depth, for each model: the teacher(s) through the run-time Reranker, and a bi-encoder
-    (e.g. all-mpnet-base-v2 int8) encoding the same N passages and the query, which costs what a
-    cross-encoder of its size (12 layers, 768-d for mpnet) would: one forward pass per passage."""
-    from edge_dse import Encoder, Reranker
+    most), per depth, for each model, through the run-time Reranker: a teacher cross-encoder, or a
+    bi-encoder asset (e.g. all-mpnet-base-v2 int8), which the Reranker scores by cosine, one
+    forward pass per passage, so it costs what a cross-encoder of its size (12 layers, 768-d for
+    mpnet) would."""
+    from edge_dse import Reranker
 
     passages = pydoc_passages(max(p["depths"]) * 4, min_chars=800)
     queries = pydoc_queries(p["queries"])
     out = {}
     for name, path in p["models"].items():
-        try:
-            model = Reranker(path, threads=p["threads"])
-        except Exception:
-            model = Encoder(path, threads=p["threads"], max_length=256)
-        run = (lambda q, docs: model.score(q, docs)) if isinstance(model, Reranker) else \
-            (lambda q, docs: model.encode(docs, kind="document") @ model.encode([q], kind="query")[0])
-        run(queries[0], passages[:8])  # warm-up
+        model = Reranker(path, threads=p["threads"], max_length=256)
+        model.score(queries[0], passages[:8])  # warm-up
         rows = {}
         for d in p["depths"]:
             rounds = []
@@ -105,7 +101,7 @@ def rerank_latency(p: dict) -> dict:
                 for qi, q in enumerate(queries):
                     docs = passages[(qi * 7 + r) % (len(passages) - d):][:d]
                     t0 = time.perf_counter()
-                    run(q, docs)
+                    model.score(q, docs)
                     times.append((time.perf_counter() - t0) * 1000)
                 rounds.append(statistics.median(times))
             rows[d] = statistics.median(rounds)

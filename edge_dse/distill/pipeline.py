@@ -312,11 +312,8 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
 
     def measured(name: str, cfg, round_no: int) -> dict:
         run_dir = tdir / name
-        for i, point in enumerate(curve):
+        for point in curve:
             if point["run"] == name:
-                if "by_weight" not in point:  # measured before blends were tried: re-measure, keep the model
-                    curve[i] = point = {**point, **teacher_mod.dev_rerank(Path(point["model"]), dev, max_length)}
-                    tc.write_json(curve_path, curve)
                 return point
         t = time.perf_counter()
         model = teacher_mod.train(cfg, run_dir, lists_dir, lists_dir, log=log)
