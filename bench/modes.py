@@ -1,99 +1,216 @@
-"""Which search mode finds the right answer: vector vs keyword vs hybrid, in one run.
+"""Which search mode should be the default: vector, keyword or hybrid, on every held-out split.
 
-    python -m bench.modes [--distractors 0|N] [--threads 2]
+    python -m bench.modes [--data work/distill/data] [--model NAME|DIR] [--json FILE]
 
-A dev retrieval set from the Python docs FAQ (docs/invariants.md, training data): every question heading that ends in "?"
-is a query, its answer section (heading removed, so the query's words are not handed to the
-index) is written as one file, and a hit counts when it comes from that file. --distractors N
-adds N other Python docs source files (faq/ excluded) to the library, so the right answer has to
-be found among many plausible ones. Prints recall@1, recall@10, MRR@10 and p50 latency per mode.
+Every held-out split that `edge-dse distill` writes (debian, wordnet, pydoc, the Python FAQ) is
+indexed as files in a real Library (one passage a file: the reported corpus of `edge-dse eval`,
+the same seeded 200 queries over up to 1500 passages, plus the positives of the dev queries), and
+every query is searched through Library.search in each mode. A hit counts when it comes from the
+query's file; nDCG@10 over files.
+- The hybrid's vector weight (modes.fuse: min-max scaled scores, mixed) is tuned on dev queries:
+  a seeded sample of the queries the report does not use (as the teacher's dev lists; the FAQ has
+  none to spare, all its questions are reported), by the same rule as the default: the best mean
+  dev nDCG@10 among the weights whose hybrid loses no dev split by more than MAX_SPLIT_LOSS to
+  vector, keyword or itself there.
+- Reciprocal rank fusion with equal weights (the hybrid before, Cormack et al. 2009, k = 60) is
+  measured beside it, for comparison only.
+- The default is then chosen on the reported queries by modes.choose_default: the best mean among
+  the modes that lose no split by more than modes.MAX_SPLIT_LOSS to the best mode there.
+- The fusion of the shipped weight is also run through the real hybrid search, which must give the
+  same top 10 as fusing the two lists here (else the measurement would not be of the shipped code).
+Prints the dev grid, the reported table with p50 search latency, and what edge_dse/modes.py
+should say; --json writes it all (bench/results/modes.json is what the shipped settings came from).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
+import math
+import random
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine, need_pydocs
+from bench.common import machine, md_table
 
-ADORNMENT = re.compile(r"([=\-~^\"'`#*+])\1{2,}")
-
-
-def faq_pairs() -> list[tuple[str, str]]:
-    from edge_dse.ingest import extract
-
-    pairs = []
-    for path in sorted((need_pydocs() / "faq").glob("*.rst.txt")):
-        ex = extract(path)
-        heads = sorted(ex.headings, key=lambda h: h.offset)
-        for h, nxt in zip(heads, heads[1:] + [None]):
-            if not h.title.endswith("?"):
-                continue
-            lines = ex.text[h.offset: nxt.offset if nxt else len(ex.text)].split("\n")
-            while lines and (lines[0].strip() == h.title or ADORNMENT.fullmatch(lines[0].strip())):
-                lines.pop(0)  # the heading line and its over/underline
-            body = "\n".join(lines).strip()
-            if len(body) >= 80:
-                pairs.append((h.title, body))
-    return pairs
+WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+K = 10
+RRF = "hybrid, RRF (before)"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--distractors", type=int, default=0, help="other Python docs files to index beside the answers")
+def split_sets(data_dir: Path, name: str, queries: int, corpus: int, dev_queries: int):
+    """(corpus passages, reported [(query, passage index)], dev [(query, passage index)])."""
+    from edge_dse.distill.data import read_jsonl
+    from edge_dse.distill.evaluate import load_split
+
+    reported = load_split(data_dir, name, max_queries=queries, max_corpus=corpus)
+    asked = set(reported.queries)
+    spare = [p for p in read_jsonl(data_dir / f"{name}.jsonl") if p.query not in asked]
+    dev = random.Random(1).sample(spare, min(dev_queries, len(spare)))
+    docs = list(dict.fromkeys(reported.corpus + [p.passage for p in dev]))
+    where = {d: i for i, d in enumerate(docs)}
+    return (docs, list(zip(reported.queries, reported.positive)), [(p.query, where[p.passage]) for p in dev])
+
+
+def ndcg10(files: list[int], positive: int) -> float:
+    """nDCG@10 of one relevant file in a ranked list of file indexes (repeats already dropped)."""
+    top = files[:K]
+    return 1 / math.log2(top.index(positive) + 2) if positive in top else 0.0
+
+
+def first_per_file(ranked: list[tuple[int, float]], file_of: dict[int, int]) -> list[int]:
+    """The files of a ranked chunk list, each at its best chunk's place."""
+    return list(dict.fromkeys(file_of[cid] for cid, _ in ranked))
+
+
+def rrf(vector, keyword, depth: int, k: int = 60) -> list[tuple[int, float]]:
+    """Equal-weight reciprocal rank fusion, the hybrid before modes.fuse (for comparison)."""
+    fused: dict[int, float] = {}
+    for results in (vector, keyword):
+        for rank, (cid, _) in enumerate(results[:depth]):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank + 1)
+    return sorted(fused.items(), key=lambda kv: -kv[1])
+
+
+def weight_choice(dev_mean: dict[str, dict[str, float]], weights, max_split_loss: float) -> float:
+    """The dev rule for the hybrid's weight (see the module doc); dev_mean: {mode: {split: nDCG}}."""
+    def loss(w):
+        h = dev_mean[f"hybrid w={w:g}"]
+        return max(max(dev_mean["vector"][s], dev_mean["keyword"][s], h[s]) - h[s] for s in h)
+
+    mean = {w: sum(dev_mean[f"hybrid w={w:g}"].values()) / len(dev_mean[f"hybrid w={w:g}"]) for w in weights}
+    ok = [w for w in weights if loss(w) <= max_split_loss + 1e-9]
+    return max(ok, key=lambda w: mean[w]) if ok else min(weights, key=lambda w: (loss(w), -mean[w]))
+
+
+def measure_split(lib, folder: Path, name: str, docs, reported, dev, weights, log=print) -> dict:
+    from edge_dse import modes
+
+    split_dir = folder / name
+    split_dir.mkdir(parents=True)
+    for i, text in enumerate(docs):
+        (split_dir / f"p{i:05d}.txt").write_text(text, encoding="utf-8")
+    t = time.perf_counter()
+    lib.add(split_dir)
+    log(f"{name}: {len(docs)} files indexed in {time.perf_counter() - t:.0f} s; "
+        f"{len(reported)} reported queries, {len(dev)} dev queries")
+    file_index = {str(split_dir / f"p{i:05d}.txt"): i for i in range(len(docs))}
+    depth = max(K, modes.FUSION_DEPTH)
+
+    def lists(query):
+        out, ms = {}, {}
+        for mode in ("vector", "keyword"):
+            t0 = time.perf_counter()
+            hits = lib.search(query, k=depth, mode=mode)
+            ms[mode] = (time.perf_counter() - t0) * 1000
+            out[mode] = hits
+        return out, ms
+
+    def score(pairs, with_latency: bool):
+        by = {f"hybrid w={w:g}": [] for w in weights} | {"vector": [], "keyword": [], RRF: []}
+        times = {"vector": [], "keyword": [], "hybrid": []}
+        mismatches = 0
+        for query, positive in pairs:
+            hits, ms = lists(query)
+            file_of = {h.chunk_id: file_index[h.path] for mode in hits for h in hits[mode]}
+            ranked = {mode: [(h.chunk_id, h.score) for h in hits[mode]] for mode in hits}
+            for mode in ("vector", "keyword"):
+                by[mode].append(ndcg10(first_per_file(ranked[mode], file_of), positive))
+                times[mode].append(ms[mode])
+            for w in weights:
+                fused = modes.fuse(ranked["vector"], ranked["keyword"], vector_weight=w, depth=depth)
+                by[f"hybrid w={w:g}"].append(ndcg10(first_per_file(fused, file_of), positive))
+            by[RRF].append(ndcg10(first_per_file(rrf(ranked["vector"], ranked["keyword"], depth), file_of), positive))
+            if with_latency:  # the shipped hybrid, through the real search: same top 10 as fused here?
+                t0 = time.perf_counter()
+                real = lib.search(query, k=K, mode="hybrid")
+                times["hybrid"].append((time.perf_counter() - t0) * 1000)
+                shipped = modes.fuse(ranked["vector"], ranked["keyword"], depth=depth)[:K]
+                mismatches += [h.chunk_id for h in real] != [cid for cid, _ in shipped]
+        return ({m: round(sum(v) / len(v), 4) for m, v in by.items()},
+                {m: round(statistics.median(v), 1) for m, v in times.items() if v}, mismatches)
+
+    dev_scores = score(dev, False)[0] if dev else None
+    rep_scores, p50, mismatches = score(reported, True)
+    return {"files": len(docs), "reported_queries": len(reported), "dev_queries": len(dev),
+            "dev": dev_scores, "reported": rep_scores, "p50_ms": p50, "hybrid_mismatches": mismatches}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("work/distill/data"), help="the held-out splits (edge-dse distill's data step)")
+    ap.add_argument("--model", default=None, help="the encoder (default: the default encoder)")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--corpus", type=int, default=1500)
+    ap.add_argument("--dev-queries", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
 
-    from edge_dse import Encoder, Library
+    from edge_dse import Encoder, Library, modes
+    from edge_dse.distill.evaluate import HELD_OUT
 
-    pairs = faq_pairs()
-    root = Path(tempfile.mkdtemp(prefix="edge-dse-modes-"))
+    splits = [s for s in HELD_OUT if (args.data / f"{s}.jsonl").is_file()]
+    if not splits:
+        raise SystemExit(f"bench.mode_choice: no held-out splits in {args.data}: make them with "
+                         f"`edge-dse distill --until data` (or pass --data DIR)")
+    encoder = Encoder(args.model, threads=args.threads) if args.model else Encoder(threads=args.threads)
+    root = Path(tempfile.mkdtemp(prefix="edge-dse-mode-choice-"))
+    results = {}
     try:
-        docs = root / "docs"
-        (docs / "answers").mkdir(parents=True)
-        for i, (_, body) in enumerate(pairs):
-            (docs / "answers" / f"faq-{i:03d}.txt").write_text(body, encoding="utf-8")
-        others = [p for p in sorted(need_pydocs().rglob("*.rst.txt")) if "faq" not in p.parts][: args.distractors]
-        for p in others:
-            dest = docs / "other" / p.relative_to(need_pydocs())
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(p, dest)
-        encoder = Encoder(threads=args.threads)
-        lib = Library(root / "lib", model=encoder, progress=False)
-        t0 = time.perf_counter()
-        report = lib.add(docs)
-        print(f"# Search modes on the Python FAQ — {machine()}, model {encoder.id}\n")
-        print(f"{len(pairs)} questions; library: {report.added} files ({len(others)} distractor docs files), "
-              f"{lib.status()['chunks']} chunks, indexed in {time.perf_counter() - t0:.0f} s\n")
-        print("| mode | recall@1 | recall@10 | MRR@10 | p50 ms | p99 ms |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for mode in ("vector", "keyword", "hybrid"):
-            lib.search("warm up", k=10, mode=mode)
-            r1 = r10 = mrr = 0.0
-            times = []
-            for i, (question, _) in enumerate(pairs):
-                want = str(docs / "answers" / f"faq-{i:03d}.txt")
-                t = time.perf_counter()
-                hits = lib.search(question, k=10, mode=mode)
-                times.append((time.perf_counter() - t) * 1000)
-                ranks = [h.rank for h in hits if h.path == want]
-                if ranks:
-                    r1 += ranks[0] == 1
-                    r10 += 1
-                    mrr += 1 / ranks[0]
-            n = len(pairs)
-            times.sort()
-            print(f"| {mode} | {r1 / n:.3f} | {r10 / n:.3f} | {mrr / n:.3f} | {statistics.median(times):.1f} | "
-                  f"{times[int(0.99 * (len(times) - 1))]:.1f} |")
-        lib.close()
+        for name in splits:
+            docs, reported, dev = split_sets(args.data, name, args.queries, args.corpus, args.dev_queries)
+            # One library a split: a query's hits come from its own split's passages only.
+            with Library(root / f"lib-{name}", model=encoder, progress=False) as lib:
+                results[name.replace(".test", "")] = measure_split(lib, root / "docs", name, docs, reported, dev, WEIGHTS)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
+    names = list(results)
+    dev_names = [n for n in names if results[n]["dev"]]
+    print(f"# Search modes on every held-out split — {machine()}, model {encoder.id}\n")
+    dev = {m: {n: results[n]["dev"][m] for n in dev_names} for m in (results[dev_names[0]]["dev"] if dev_names else [])}
+    if dev:
+        print("Dev queries (not reported), nDCG@10; the hybrid's vector weight w is chosen here:\n")
+        print(md_table(["mode", *dev_names, "mean"],
+                       [[m, *[f"{v[n]:.3f}" for n in dev_names], f"{sum(v.values()) / len(v):.3f}"] for m, v in dev.items()]) + "\n")
+        best_w = weight_choice(dev, WEIGHTS, modes.MAX_SPLIT_LOSS)
+    else:
+        best_w = modes.VECTOR_WEIGHT
+        print(f"No dev queries (every split's queries are reported): the shipped weight {best_w:g} is measured.\n")
+    hybrid = f"hybrid w={best_w:g}"
+    table = {m: {n: results[n]["reported"][m] for n in names} for m in ("vector", "keyword", hybrid)}
+    print(f"Reported queries (the eval's sample), nDCG@10, and the median search time (ms, per split):\n")
+    rows = []
+    for mode in (*table, RRF):
+        vals = {n: results[n]["reported"][mode] for n in names}
+        lat = results[names[0]]["p50_ms"].get(mode.split()[0]) if mode != RRF else None
+        lat = "/".join(f"{results[n]['p50_ms'][mode.split()[0]]:.1f}" for n in names) if lat is not None else ""
+        rows.append([mode, *[f"{vals[n]:.3f}" for n in names], f"{sum(vals.values()) / len(vals):.3f}", lat])
+    print(md_table(["mode", *names, "mean", "p50 ms"], rows) + "\n")
+    default = modes.choose_default(table)
+    default_mode = default.split()[0]
+    print(f"default by the rule (the best mean among modes losing no split by more than {modes.MAX_SPLIT_LOSS:g}): {default}")
+    mismatches = sum(results[n]["hybrid_mismatches"] for n in names)
+    print(f"the real hybrid search (shipped weight {modes.VECTOR_WEIGHT:g}) against fusing the two lists here: "
+          f"{mismatches} of {sum(results[n]['reported_queries'] for n in names)} queries differ in the top {K}")
+    shipped = (modes.DEFAULT_MODE, modes.VECTOR_WEIGHT)
+    if shipped != (default_mode, best_w):
+        print(f"edge_dse/modes.py ships DEFAULT_MODE={shipped[0]!r}, VECTOR_WEIGHT={shipped[1]:g}; "
+              f"this run chose DEFAULT_MODE={default_mode!r}, VECTOR_WEIGHT={best_w:g}")
+    else:
+        print("edge_dse/modes.py ships what this run chose")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "machine": machine(), "model": encoder.id, "weights": list(WEIGHTS), "splits": results,
+            "vector_weight": best_w, "table": table, "default": default_mode,
+            "max_split_loss": modes.MAX_SPLIT_LOSS, "hybrid_mismatches": mismatches}, indent=1) + "\n")
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -316,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     p.add_argument("--mode", choices=["vector", "keyword", "hybrid"], default=DEFAULT_MODE,
-                   help="vector (encoder + HNSW; default), keyword (FTS5 BM25: exact names and "
-                        "identifiers) or hybrid (both, fused by reciprocal rank)")
+                   help=f"vector (encoder + HNSW: by meaning), keyword (FTS5 BM25: exact names and "
+                        f"identifiers) or hybrid (both, their scaled scores mixed); default {DEFAULT_MODE}")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--rerank", action="store_true", help="re-order the hits with the teacher (slower, better)")
     p.add_argument("--teacher", default=None, help="teacher folder for --rerank (default: the shipped teacher)")

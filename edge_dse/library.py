@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-from . import config, models
+from . import config, models, modes
 from .encoder import Encoder, chunk_tokens, passage_text
 from .errors import EdgeDSEError, ModelMismatchError
 from .models import ModelCard
+from .modes import DEFAULT_MODE, MODES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,11 +43,8 @@ if TYPE_CHECKING:
 
     from .store import AnnIndex, Catalog
 
-from .modes import DEFAULT_MODE, MODES
 # The catalog's file in a library folder (see the layout above).
 CATALOG_FILE = "catalog.db"
-# Reciprocal rank fusion constant (Cormack et al. 2009): 60 is the value the paper found robust.
-RRF_K = 60
 # Chunks embedded together: large enough to keep batches full across many small files.
 EMBED_GROUP_CHUNKS = 256
 # During a long sync the HNSW cache is brought up to date and saved after every this many
@@ -731,7 +729,7 @@ class Library:
     @_user_errors
     def search(self, query: str, k: int = 10, *, mode: str = DEFAULT_MODE) -> Hits:
         """The k best chunks for a query. Modes: "vector" (the encoder + HNSW), "keyword"
-        (SQLite FTS5 BM25) or "hybrid" (both, merged by reciprocal rank fusion)."""
+        (SQLite FTS5 BM25) or "hybrid" (both, merged by modes.fuse: weighted reciprocal rank fusion)."""
         if mode not in MODES:
             raise EdgeDSEError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         if k < 1:
@@ -743,7 +741,7 @@ class Library:
         timings: dict[str, float] = {}
         if not query.strip():
             return Hits([], timings, mode)
-        depth = max(k, 50) if mode == "hybrid" else k
+        depth = max(k, modes.FUSION_DEPTH) if mode == "hybrid" else k
         ranked: dict[str, list[tuple[int, float]]] = {}
         if mode in ("vector", "hybrid"):
             if self._encoder is None:  # the first vector search of this Library loads the model
@@ -763,11 +761,7 @@ class Library:
             ranked["keyword"] = self.catalog.keyword_search(query, depth)
             timings["keyword_ms"] = (time.perf_counter() - t0) * 1000
         if mode == "hybrid":
-            fused: dict[int, float] = {}
-            for results in ranked.values():
-                for rank, (cid, _) in enumerate(results[:depth]):
-                    fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
-            candidates = sorted(fused.items(), key=lambda kv: -kv[1])
+            candidates = modes.fuse(ranked["vector"], ranked["keyword"], depth=depth)
         else:
             candidates = ranked[mode]
         t0 = time.perf_counter()

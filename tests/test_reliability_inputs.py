@@ -75,7 +75,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TOPICS, run_cli, shipped_model_dir, write_docx, write_pdf, write_topic
-from edge_dse import Library
+from edge_dse import Library, modes
 from edge_dse.ingest import chunk_text, extract
 from edge_dse.store.catalog import FTS_TOKENIZE, query_terms
 
@@ -456,11 +456,13 @@ def check_hits(lib: Library, query: str, mode: str, k: int = 5):
         wanted = set().union(*fts_tokens(*terms)) if terms else set()
         for hit, tokens in zip(hits, fts_tokens(*(f"{h.text} {h.heading}" for h in hits))):
             assert tokens & wanted, (query, hit.text)
-    if mode == "hybrid" and terms and k >= 2 and lib.search(query, k=1, mode="keyword"):
-        # The best keyword hit scores 1/61 by rank fusion, which only one vector-only hit can
-        # tie: a hit holding a query term is always among the first two.
-        wanted = set().union(*fts_tokens(*terms))
-        assert any(t & wanted for t in fts_tokens(*(f"{h.text} {h.heading}" for h in hits))), query
+    if mode == "hybrid":
+        # Whatever the input, hybrid is modes.fuse of the vector and keyword lists, both read
+        # FUSION_DEPTH deep: every hit is in one of them, and a hit in neither never appears.
+        depth = max(k, modes.FUSION_DEPTH)
+        listed = {h.chunk_id for m in ("vector", "keyword") for h in lib.search(query, k=depth, mode=m)}
+        assert {h.chunk_id for h in hits} <= listed, query
+        assert all(0.0 <= h.score <= 1.0 for h in hits), scores
     return hits
 
 
