@@ -58,6 +58,7 @@ class HPDConfig:
     threads: int = 2
     precision: str = "fp32"  # or "bf16" (autocast): measured 5x slower to train here, see the card
     dropout: bool = True  # trials: see TRIALS
+    init: str | None = None  # a saved student (student.save) to start from instead of the layer-dropped base
 
 
 def cpu_has_bf16() -> bool:
@@ -236,7 +237,9 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(base_dir))
-    transformer = student_mod.layer_dropped(base_dir, cfg.keep_layers)
+    # From a saved student (e.g. one that first learned the base model's own space), the
+    # projection is fitted again: it maps the pooled output to *these* targets.
+    transformer = student_mod.load(Path(cfg.init)).transformer if cfg.init else student_mod.layer_dropped(base_dir, cfg.keep_layers)
     probe = student_mod.Student(transformer, torch.nn.Identity(), tok)
     fit_rows = np.random.default_rng(cfg.seed).choice(len(run.texts), min(2000, len(run.texts)), replace=False)
     projection = fit_projection(probe, [run.texts[i] for i in fit_rows], run.targets[fit_rows], cfg.passage_max_length)
