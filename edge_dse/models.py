@@ -4,7 +4,7 @@ Every model edge_dse runs is an asset folder: `model.onnx`, `tokenizer.json` and
 This module is the only one that opens a card (`read_card`, `ModelCard.load`), writes one
 (`write_card`), makes an onnxruntime session (`make_session`) or turns texts into padded
 batches (`tokenize`). The run-time `Encoder` (encoder.py) and `CrossEncoder` (rerank.py) are
-built from these parts, and so is the export's measurement (distill/export.py), so that what an
+built from these parts, and so is the export's measurement (distill/measure.py), so that what an
 export measures is what the program runs.
 
 Roles: a shipped model is the default encoder (what a new library embeds with), an opt-in

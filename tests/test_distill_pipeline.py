@@ -135,7 +135,8 @@ def test_exported_student_matches_the_pytorch_student(tiny_run, stage):
     assert card["dim"] == 16 and card["output"] == "token_embeddings"  # the projection is in the graph
     assert card["export"]["fp32_onnx_vs_torch"]["min"] >= 0.9999
     # The int8 asset, through the run-time Encoder, against the PyTorch student (Dense included).
-    from edge_dse.distill.export import read_source_info, torch_embed
+    from edge_dse.distill.onnx_export import torch_embed
+    from edge_dse.distill.sources import read_source_info
 
     texts = [p["passage"] for p in map(json.loads, (plan.work / "data" / "debian.test.jsonl").read_text().splitlines())][:30]
     info = read_source_info(model_dir)

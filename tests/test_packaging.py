@@ -26,3 +26,17 @@ def test_every_package_is_listed_for_the_wheel():
     shipped = {p.parent.name for p in (REPO / "assets").glob("*/card.json")}
     assert shipped and all(
         (REPO / "assets" / name / f).is_file() for name in shipped for f in ("model.onnx", "tokenizer.json", "card.json"))
+
+
+def test_the_quantisation_table_ships_as_package_data_and_matches_the_bench():
+    """Exports embed edge_dse/distill/quantization.json in every bi-encoder card (installed or
+    not); it is a copy of what bench/quantization.py wrote, refreshed by hand (its docstring)."""
+    import json
+
+    packaged = REPO / "edge_dse" / "distill" / "quantization.json"
+    bench = REPO / "bench" / "results" / "quantization.json"
+    assert json.loads(packaged.read_text()) == json.loads(bench.read_text()), (
+        "cp bench/results/quantization.json edge_dse/distill/quantization.json")
+    if tomllib is not None:
+        data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+        assert "quantization.json" in data["edge_dse.distill"]

@@ -87,7 +87,8 @@ def onnx_embedder(asset: Path, threads: int) -> Embed:
 def torch_embedder(model_dir: Path, threads: int, max_length: int = 256) -> Embed:
     import torch
 
-    from .export import read_source_info, torch_embed
+    from .onnx_export import torch_embed
+    from .sources import read_source_info
 
     torch.set_num_threads(threads)
     info = read_source_info(model_dir)
@@ -205,7 +206,7 @@ def default_models(args, threads: int) -> tuple[dict[str, Embed], list[str]]:
         models[name] = onnx_embedder(Path(path), threads)
     if not args.no_torch:
         from .train_common import BASE_L6
-        from .export import resolve_source
+        from .sources import resolve_source
 
         models["all-MiniLM-L6-v2 (torch)"] = torch_embedder(resolve_source(BASE_L6), threads)
         if args.mpnet and Path(args.mpnet).is_dir():
@@ -321,7 +322,8 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     import shlex
     import sys
 
-    from .export import cpu_description, render_card_md
+    from .cards import render_card_md, write_cards
+    from .measure import cpu_description
     from .teacher import render_teacher_card_md
 
     card = read_card(asset)
@@ -335,9 +337,7 @@ def record_in_card(asset: Path, result: dict, argv: Sequence[str] | None, thread
     if card.get("kind") == "cross-encoder" and choose_depth(result):
         # the depth the UI, CLI and API rerank by default; the blend weight chosen on dev stays
         card["rerank"] = {**(card.get("rerank") or {}), **choose_depth(result)}
-    write_card(asset, card)
-    render = render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md
-    (Path(asset) / "card.md").write_text(render(card), encoding="utf-8")
+    write_cards(asset, card, render_teacher_card_md if card.get("kind") == "cross-encoder" else render_card_md)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ def prepare_mpnet(models: Path, log=print) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .export import export_fp32, load_tokenizer
+    from ..models import load_tokenizer
+    from .onnx_export import export_fp32
 
     fp32 = export_fp32(src, models / "mpnet-fp32")
     ffn_out = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node
@@ -370,15 +371,16 @@ def export_teacher(plan: Plan, model_dir: Path, asset: Path, max_length: int, ex
 
 def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, model_id: str, training: Path, log=print,
                    extra: dict | None = None) -> None:
-    from .export import export_model
+    from .export import ExportRequest, export_model
+    from .measure import MeasureTexts
 
     test = [p for split in plan.test_splits for p in data_mod.read_jsonl(plan.work / "data" / f"{split}.jsonl")[:200]][:200]
-    export_model(model_dir, asset, model_id=model_id + ("-tiny" if plan.tiny else ""), name="student",
-                 role=f"a 3-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
-                 measure_texts=[p.passage for p in test], measure_queries=[p.query for p in test],
-                 measure_source=f"held-out pairs ({', '.join(plan.test_splits)}), the first 200", work_dir=asset.parent / "export",
-                 made_by=plan.command(), repeats=1 if plan.tiny else 3,
-                 extra={"training": json.loads(training.read_text()), **(extra or {})}, log=log)
+    request = ExportRequest(model_id=model_id + ("-tiny" if plan.tiny else ""), name="student",
+                            role=f"a 3-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
+                            made_by=plan.command(), extra={"training": json.loads(training.read_text()), **(extra or {})})
+    texts = MeasureTexts([p.passage for p in test], [p.query for p in test],
+                         f"held-out pairs ({', '.join(plan.test_splits)}), the first 200")
+    export_model(model_dir, asset, request, texts, repeats=1 if plan.tiny else 3, work_dir=asset.parent / "export", log=log)
 
 
 def run(plan: Plan, *, install: bool = False, assets: Path | None = None, log=print) -> dict:

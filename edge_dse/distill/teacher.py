@@ -257,54 +257,51 @@ def export(model_dir: Path, out_dir: Path, *, model_id: str, max_length: int, me
     edge_dse.Reranker loads; int8 is checked against PyTorch on real pairs."""
     from optimum.exporters.onnx import main_export
     from ..rerank import Reranker
-    from .export import QUANTIZATION, cpu_description, quantize_model, replace_dir, sha256_file, toolchain_versions
+    from .cards import building, file_records, toolchain_versions, write_cards
+    from .measure import cpu_description
+    from .quantize import QUANTIZATION, quantize_model
 
     work = Path(tempfile.mkdtemp(prefix="edge-dse-teacher-"))
-    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
-    build.chmod(0o755)
     try:
-        log(f"teacher export: {model_dir} -> fp32 ONNX")
-        main_export(str(model_dir), output=str(work / "fp32"), task="text-classification",
-                    library_name="transformers", local_files_only=True)
-        fp32 = work / "fp32" / "model.onnx"
-        final = quantize_model(fp32, work / "model.int8.onnx") if quantize else fp32
-        shutil.copyfile(final, build / "model.onnx")
-        from tokenizers import Tokenizer
+        with building(out_dir) as build:
+            log(f"teacher export: {model_dir} -> fp32 ONNX")
+            main_export(str(model_dir), output=str(work / "fp32"), task="text-classification",
+                        library_name="transformers", local_files_only=True)
+            fp32 = work / "fp32" / "model.onnx"
+            final = quantize_model(fp32, work / "model.int8.onnx") if quantize else fp32
+            shutil.copyfile(final, build / "model.onnx")
+            from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        tokenizer.save(str(build / "tokenizer.json"))
-        card = {"id": model_id, "name": "teacher", "kind": "cross-encoder", "dim": 1, "output": "logits",
-                "max_length": max_length, "role": f"teacher: cross-encoder that {models.ROLE_DUTIES[models.TEACHER]}"}
-        models.write_card(build, card)  # for the Reranker that measures it below
-        ref = torch_scores(model_dir, measure_pairs, max_length)
-        rr = Reranker(build)
-        t = time.perf_counter()
-        got = np.concatenate([rr.score(q, [p]) for q, p in measure_pairs])
-        one_by_one = time.perf_counter() - t
-        rho = tc.spearman(got, ref)
-        card.update({
-            "files": {f: {"sha256": sha256_file(build / f), "bytes": (build / f).stat().st_size} for f in ("model.onnx", "tokenizer.json")},
-            "quantization": dict(QUANTIZATION if quantize else {"method": "none"},
-                                 measured={"pairs": len(measure_pairs), "spearman_vs_torch_fp32": round(rho, 4),
-                                           "max_abs_diff": round(float(np.abs(got - ref).max()), 4),
-                                           "pairs_per_s_one_at_a_time": round(len(measure_pairs) / one_by_one, 1),
-                                           "cpu": cpu_description()}),
-            "export": {"tool": "optimum.exporters.onnx.main_export", "task": "text-classification"},
-            "made_by": made_by, "created": datetime.date.today().isoformat(), "versions": toolchain_versions(),
-        })
-        card.update(extra or {})
-        models.write_card(build, card)
-        (build / "card.md").write_text(render_teacher_card_md(card), encoding="utf-8")
-        replace_dir(build, out_dir)
+            tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+            tokenizer.no_padding()
+            tokenizer.no_truncation()
+            tokenizer.save(str(build / "tokenizer.json"))
+            card = {"id": model_id, "name": "teacher", "kind": "cross-encoder", "dim": 1, "output": "logits",
+                    "max_length": max_length, "role": f"teacher: cross-encoder that {models.ROLE_DUTIES[models.TEACHER]}"}
+            models.write_card(build, card)  # for the Reranker that measures it below
+            ref = torch_scores(model_dir, measure_pairs, max_length)
+            rr = Reranker(build)
+            t = time.perf_counter()
+            got = np.concatenate([rr.score(q, [p]) for q, p in measure_pairs])
+            one_by_one = time.perf_counter() - t
+            rho = tc.spearman(got, ref)
+            card.update({
+                "files": file_records(build),
+                "quantization": dict(QUANTIZATION if quantize else {"method": "none"},
+                                     measured={"pairs": len(measure_pairs), "spearman_vs_torch_fp32": round(rho, 4),
+                                               "max_abs_diff": round(float(np.abs(got - ref).max()), 4),
+                                               "pairs_per_s_one_at_a_time": round(len(measure_pairs) / one_by_one, 1),
+                                               "cpu": cpu_description()}),
+                "export": {"tool": "optimum.exporters.onnx.main_export", "task": "text-classification"},
+                "made_by": made_by, "created": datetime.date.today().isoformat(), "versions": toolchain_versions(),
+            })
+            card.update(extra or {})
+            write_cards(build, card, render_teacher_card_md)
         log(f"teacher export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB), "
             f"int8 vs torch Spearman {rho:.4f}")
         return card
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if build.exists():
-            shutil.rmtree(build, ignore_errors=True)
 
 
 def _dev_table(points: Sequence[dict]) -> list[str]:
@@ -321,7 +318,7 @@ def _dev_table(points: Sequence[dict]) -> list[str]:
 
 def render_teacher_card_md(card: dict) -> str:
     """card.json of a cross-encoder teacher -> a human model card (Markdown)."""
-    from .export import evaluation_md
+    from .cards import evaluation_md
 
     training = card.get("training") or {}
     cfg = training.get("config") or {}

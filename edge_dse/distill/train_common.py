@@ -192,7 +192,7 @@ def load_checkpoint(path: Path) -> dict | None:
 
 def base_transformer_dir(base: str | Path) -> Path:
     """The Hugging Face folder inside a sentence-transformers folder or model package."""
-    from .export import read_source_info, resolve_source
+    from .sources import read_source_info, resolve_source
 
     return Path(read_source_info(resolve_source(str(base)))["transformer_dir"])
 
