@@ -145,14 +145,14 @@ def test_the_cli_names_the_baseline_that_ranked_the_hits(baseline_library, capsy
     lib, teacher, label = baseline_library
     assert label.startswith("baseline (")
     assert cli(["search", TOPICS["bike"][2], "-l", str(lib), "-k", "2", "--model", "baseline"]) == 0
-    out = capsys.readouterr()
-    assert f"ranked by {label}" in out.err and "student" not in (out.out + out.err).lower()
-    assert cli(["search", TOPICS["bike"][2], "-l", str(lib), "-k", "2", "--model", "baseline", "--rerank",
-                "--teacher", str(teacher)]) == 0
+    out = capsys.readouterr()  # the default mode, hybrid, names both rankers
+    assert f"ranked by {label} + BM25" in out.err and "student" not in (out.out + out.err).lower()
+    assert cli(["search", TOPICS["bike"][2], "-l", str(lib), "-k", "2", "--model", "baseline", "--mode", "vector",
+                "--rerank", "--teacher", str(teacher)]) == 0
     out = capsys.readouterr()
     assert f"ranked by {label}; top 5 re-ordered by the stand-in (reranker)" in out.err
     assert "moves from the baseline order" in out.err and "student" not in (out.out + out.err).lower()
-    assert cli(["search", TOPICS["bike"][2], "-l", str(lib), "--json", "--rerank", "--teacher", str(teacher)]) == 0
+    assert cli(["search", TOPICS["bike"][2], "-l", str(lib), "--json", "--mode", "vector", "--rerank", "--teacher", str(teacher)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["ranked_by"] == label and data["reranked_by"] == "stand-in (reranker)"
     assert cli(["status", "-l", str(lib)]) == 0
@@ -164,7 +164,7 @@ def test_the_ui_names_the_baseline_that_ranked_the_hits(baseline_library):
     svc = Service(lib, teacher=teacher, model="baseline")
     try:
         query = TOPICS["plants"][2]
-        res = svc.search(query, k=2, rerank=True)
+        res = svc.search(query, k=2, mode="vector", rerank=True)
         assert (res.ranked_by, res.ranked_by_short, res.reranked_by) == (label, "baseline", "stand-in (reranker)")
         first, teacher_col, line, _ = render_search(res, query=query, k=2, mode="vector")
         assert f"Search order: {label}" in first and "Reranked by the stand-in (reranker)" in teacher_col
@@ -172,7 +172,7 @@ def test_the_ui_names_the_baseline_that_ranked_the_hits(baseline_library):
         lifted = replace(res.teacher[0], student_rank=4)
         assert "(baseline #4)" in hits_html([lifted], k=2, title="t", reranked=True, before=res.ranked_by_short)
         assert all(choice.startswith(("baseline ", "stand-in ")) for choice, _ in open_choices(res))
-        plain = render_search(svc.search(query, k=2), query=query, k=2, mode="vector")
+        plain = render_search(svc.search(query, k=2, mode="vector"), query=query, k=2, mode="vector")
         for html in (first, teacher_col, line, *plain):
             assert "student" not in html.lower(), html
         cards = render_cards(svc).split("\n---\n")
