@@ -86,7 +86,7 @@ def weight_choice(dev_mean: dict[str, dict[str, float]], weights, max_split_loss
     return max(ok, key=lambda w: mean[w]) if ok else min(weights, key=lambda w: (loss(w), -mean[w]))
 
 
-def measure_split(lib, folder: Path, name: str, docs, reported, dev, weights, log=print) -> dict:
+def measure_split(lib, folder: Path, name: str, docs, reported, dev, weights, reranker=None, log=print) -> dict:
     from edge_dse import modes
 
     split_dir = folder / name
@@ -135,6 +135,17 @@ def measure_split(lib, folder: Path, name: str, docs, reported, dev, weights, lo
 
     dev_scores = score(dev, False)[0] if dev else None
     rep_scores, p50, mismatches = score(reported, True)
+    if reranker is not None:  # the whole default pipeline: the default mode's hits, the teacher on top
+        for mode in ("vector", modes.DEFAULT_MODE) if modes.DEFAULT_MODE != "vector" else ("vector",):
+            gains, times = [], []
+            for query, positive in reported:
+                hits = lib.search(query, k=max(K, reranker.default_depth), mode=mode)
+                t0 = time.perf_counter()
+                order = lib.rerank(query, hits, teacher=reranker)
+                times.append((time.perf_counter() - t0) * 1000)
+                gains.append(ndcg10(list(dict.fromkeys(file_index[h.path] for h in order)), positive))
+            rep_scores[f"{mode} + teacher@{reranker.default_depth}"] = round(sum(gains) / len(gains), 4)
+            p50[f"{mode} + teacher"] = round(statistics.median(times), 1)
     return {"files": len(docs), "reported_queries": len(reported), "dev_queries": len(dev),
             "dev": dev_scores, "reported": rep_scores, "p50_ms": p50, "hybrid_mismatches": mismatches}
 
@@ -148,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dev-queries", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--rerank", action="store_true", help="also the shipped teacher over vector's and the default mode's hits, "
+                    "at the depth its card records (slow: one rerank a query)")
     args = ap.parse_args(argv)
 
     from edge_dse import Encoder, Library, modes
@@ -158,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"bench.mode_choice: no held-out splits in {args.data}: make them with "
                          f"`edge-dse distill --until data` (or pass --data DIR)")
     encoder = Encoder(args.model, threads=args.threads) if args.model else Encoder(threads=args.threads)
+    reranker = None
+    if args.rerank:
+        from edge_dse.rerank import Reranker
+
+        reranker = Reranker(threads=args.threads)
     root = Path(tempfile.mkdtemp(prefix="edge-dse-mode-choice-"))
     results = {}
     try:
@@ -165,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             docs, reported, dev = split_sets(args.data, name, args.queries, args.corpus, args.dev_queries)
             # One library a split: a query's hits come from its own split's passages only.
             with Library(root / f"lib-{name}", model=encoder, progress=False) as lib:
-                results[name.replace(".test", "")] = measure_split(lib, root / "docs", name, docs, reported, dev, WEIGHTS)
+                results[name.replace(".test", "")] = measure_split(lib, root / "docs", name, docs, reported, dev, WEIGHTS, reranker)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -185,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     table = {m: {n: results[n]["reported"][m] for n in names} for m in ("vector", "keyword", hybrid)}
     print(f"Reported queries (the eval's sample), nDCG@10, and the median search time (ms, per split):\n")
     rows = []
-    for mode in (*table, RRF):
+    extra = [m for m in results[names[0]]["reported"] if "teacher@" in m]
+    for mode in (*table, RRF, *extra):
         vals = {n: results[n]["reported"][mode] for n in names}
-        lat = results[names[0]]["p50_ms"].get(mode.split()[0]) if mode != RRF else None
-        lat = "/".join(f"{results[n]['p50_ms'][mode.split()[0]]:.1f}" for n in names) if lat is not None else ""
+        key = mode.split("@")[0] if "teacher@" in mode else mode.split()[0]
+        lat = "/".join(f"{results[n]['p50_ms'][key]:.1f}" for n in names) if mode != RRF else ""
         rows.append([mode, *[f"{vals[n]:.3f}" for n in names], f"{sum(vals.values()) / len(vals):.3f}", lat])
     print(md_table(["mode", *names, "mean", "p50 ms"], rows) + "\n")
     default = modes.choose_default(table)

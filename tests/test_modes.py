@@ -70,7 +70,7 @@ def test_bench_measures_the_real_hybrid_search(tmp_path, capsys):
     topics_split(tmp_path / "data")
     out = tmp_path / "modes.json"
     assert bench_modes.main(["--data", str(tmp_path / "data"), "--queries", "12", "--corpus", "30",
-                             "--dev-queries", "8", "--json", str(out)]) == 0
+                             "--dev-queries", "8", "--rerank", "--json", str(out)]) == 0
     run = json.loads(out.read_text())
     split = run["splits"]["pydoc"]
     assert (split["reported_queries"], split["dev_queries"]) == (12, 8)
@@ -78,6 +78,8 @@ def test_bench_measures_the_real_hybrid_search(tmp_path, capsys):
     assert run["vector_weight"] in bench_modes.WEIGHTS and run["default"] in modes.MODES
     assert all(0.0 <= v <= 1.0 for v in split["reported"].values())
     assert split["reported"]["vector"] > 0.5  # titles find their own topic text
+    reranked = {m.split(" + teacher@")[0] for m in split["reported"] if " + teacher@" in m}  # the shipped teacher
+    assert reranked == {"vector", modes.DEFAULT_MODE}
     printed = capsys.readouterr().out
     assert "Reported queries" in printed and "default by the rule" in printed
 
