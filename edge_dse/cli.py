@@ -59,7 +59,7 @@ def _cluster(args):
 
 
 def cmd_index(args) -> int:
-    with _library(args) as lib:
+    with _library(args, max_length=args.max_length) as lib:
         report = lib.add(*args.paths, cluster=_cluster(args))
         _say(args, f"{lib.path}: {report.summary()}")
         if not args.quiet:
@@ -93,7 +93,7 @@ def cmd_search(args) -> int:
         depth = args.rerank_depth or teacher.default_depth
         reranked_by = models.label(teacher)
     with _library(args, readonly=True) as lib:
-        hits = lib.search(query, k=max(args.k, depth or 0), mode=args.mode)
+        hits = lib.search(query, k=max(args.k, depth or 0), mode=args.mode, ef_search=args.ef_search)
         ranked_by, ranked_by_short = lib.ranked_by(hits.mode)
         if depth and hits:
             from .library import Hits
@@ -170,9 +170,10 @@ def cmd_remove(args) -> int:
 
 
 def cmd_reindex(args) -> int:
-    with _library(args, allow_model_change=True) as lib:
+    with _library(args, allow_model_change=True, max_length=args.max_length) as lib:
         report = lib.reindex(cluster=_cluster(args))
-        _say(args, f"{lib.path}: re-embedded with {lib.model_card['id']}: {report.summary()}")
+        _say(args, f"{lib.path}: re-embedded with {lib.model_card['id']}, chunks of up to {lib.spec.chunk_tokens} "
+                   f"tokens: {report.summary()}")
     return 0
 
 
@@ -279,6 +280,13 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
                         help="with --ray: send the files' bytes to the workers (no shared filesystem needed)")
 
 
+def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+    """The settings a library records when it is created or reindexed (index_spec.IndexSpec)."""
+    parser.add_argument("--max-length", type=int, default=None, metavar="N",
+                        help="the encoder's window in tokens; chunks are cut to fit it (default: the model's, "
+                             "its largest; an existing library keeps its own, `reindex --max-length N` changes it)")
+
+
 PASS_THROUGH = ("export", "distill", "eval")
 
 
@@ -304,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="add folders to the library and index them")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    _add_spec_options(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_index)
 
@@ -324,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank-depth", type=_positive_int, default=None, metavar="N",
                    help="with --rerank: how many of the encoder's top hits the teacher re-scores "
                         f"(default: the depth the teacher's card records, else {DEFAULT_RERANK_DEPTH})")
+    p.add_argument("--ef-search", type=int, default=None, metavar="N",
+                   help="the HNSW candidate list of a vector or hybrid search: higher finds more of the "
+                        "nearest chunks, slower (default: the index's; never below the hits fetched)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("status", help="folders, counts, model, failed files")
@@ -335,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(func=cmd_remove)
 
-    p = sub.add_parser("reindex", help="re-embed the whole library with the current model")
+    p = sub.add_parser("reindex", help="re-embed the whole library with the current model and settings")
+    _add_spec_options(p)
     _add_cluster_options(p)
     p.set_defaults(func=cmd_reindex)
 

@@ -130,7 +130,7 @@ class Outcome(NamedTuple):
 _ENCODERS: dict = {}  # model key -> Encoder: each worker process loads the model once per job
 
 
-def _worker_encoder(model_key: str, model_ref: list):
+def _worker_encoder(model_key: str, model_ref: list, max_length: int | None = None):
     from .encoder import Encoder
 
     encoder = _ENCODERS.get(model_key)
@@ -143,12 +143,14 @@ def _worker_encoder(model_key: str, model_ref: list):
             for name, data in files.items():
                 Path(folder, name).write_bytes(data)
             # One thread: each task holds one CPU of the cluster (num_cpus=1).
-            encoder = _ENCODERS[model_key] = Encoder(folder, threads=1)
+            encoder = _ENCODERS[model_key] = Encoder(folder, threads=1, max_length=max_length)
     return encoder
 
 
-def index_group(model_key: str, model_ref: list, files: list[tuple[str, bytes | None]]) -> list[tuple]:
-    """On a worker: read (or take), hash, extract, chunk and embed a group of files.
+def index_group(model_key: str, model_ref: list, files: list[tuple[str, bytes | None]],
+                max_length: int | None = None) -> list[tuple]:
+    """On a worker: read (or take), hash, extract, chunk and embed a group of files, with the
+    library's window (max_length; None: the model's).
 
     Returns one (sha256, chunks, vectors, reason) per file, in order. A file that cannot be read or
     has no text gets a reason, as in a local sync; any other exception fails the whole task, which
@@ -158,7 +160,7 @@ def index_group(model_key: str, model_ref: list, files: list[tuple[str, bytes | 
 
     prepared: list[list] = []
     texts: list[str] = []
-    encoder = _worker_encoder(model_key, model_ref)  # chunks are cut to its window, as in a local sync
+    encoder = _worker_encoder(model_key, model_ref, max_length)  # chunks are cut to its window, as in a local sync
     for path, data in files:
         if data is None:  # ship="path": the shared filesystem
             try:
@@ -204,9 +206,10 @@ class RayIndexer:
     when its worker dies or raises; a group that still fails is retried file by file, and a file
     that fails alone is returned with the reason (and retry=True: the next sync tries it again)."""
 
-    def __init__(self, spec: "str | RayCluster", model_dir: Path) -> None:
+    def __init__(self, spec: "str | RayCluster", model_dir: Path, *, max_length: int | None = None) -> None:
         self.spec = as_cluster(spec)
         self.model_dir = Path(model_dir)
+        self.max_length = max_length  # the library's encoder window: workers cut chunks to it
         self._started = False
         self._group: list[tuple] = []  # (item, sha, existed, data) waiting for a task
         self._group_bytes = 0
@@ -223,7 +226,9 @@ class RayIndexer:
         ray, self._started, cpus = connect(self.spec.address)
         self._max_in_flight = IN_FLIGHT_PER_CPU * cpus
         files = {name: (self.model_dir / name).read_bytes() for name in MODEL_FILES}
-        self._model_key = hashlib.sha256(b"".join(files[name] for name in MODEL_FILES)).hexdigest()[:16]
+        # A worker keeps one Encoder per key: the same model with another window is another key.
+        self._model_key = hashlib.sha256(b"".join(files[name] for name in MODEL_FILES)
+                                         + str(self.max_length).encode()).hexdigest()[:16]
         # In a list, so that Ray hands tasks the reference (fetched once per worker process),
         # not the model's bytes on every call.
         self._model_ref = [ray.put(files)]
@@ -264,7 +269,7 @@ class RayIndexer:
         if group is None:
             group, self._group, self._group_bytes = self._group, [], 0
         files = [(str(item.path), data) for item, _, _, data in group]
-        self._in_flight[self._task.remote(self._model_key, self._model_ref, files)] = group
+        self._in_flight[self._task.remote(self._model_key, self._model_ref, files, self.max_length)] = group
 
     def _collect(self, *, wait: bool) -> list[Outcome]:
         """Finished groups as outcomes; with wait, block until at least one group finishes

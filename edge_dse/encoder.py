@@ -28,9 +28,19 @@ def passage_text(text: str, heading: str = "") -> str:
     return text
 
 
+SPECIAL_TOKENS = 2  # [CLS] and [SEP]: every encoded text has them, so a chunk's text gets the rest
+MIN_CHUNK_TOKENS = 8
+MIN_MAX_LENGTH = MIN_CHUNK_TOKENS + SPECIAL_TOKENS  # the smallest window a chunk fits whole
+
+
 def chunk_tokens(max_length: int) -> int:
     """The tokens of text a chunk may hold in a model of this window: less [CLS] and [SEP]."""
-    return max(8, int(max_length) - 2)
+    return max(MIN_CHUNK_TOKENS, int(max_length) - SPECIAL_TOKENS)
+
+
+def max_length_for(tokens: int) -> int:
+    """The encoder window whose chunks hold this many tokens of text (chunk_tokens' inverse)."""
+    return int(tokens) + SPECIAL_TOKENS
 
 
 @dataclass

@@ -13,6 +13,10 @@ class ModelMismatchError(EdgeDSEError):
     """The library was built with another encoder than the one it is opened with."""
 
 
+class IndexSpecMismatchError(EdgeDSEError):
+    """The library records other settings (index_spec.IndexSpec) than the ones it is opened with."""
+
+
 class CatalogCorruptError(EdgeDSEError):
     """The SQLite catalog cannot be read; the message names the recovery."""
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from . import config, models, modes
-from .encoder import Encoder, chunk_tokens, passage_text
-from .errors import EdgeDSEError, ModelMismatchError
+from .encoder import MIN_MAX_LENGTH, Encoder, chunk_tokens, max_length_for, passage_text
+from .errors import EdgeDSEError, IndexSpecMismatchError, ModelMismatchError
+from .index_spec import IndexSpec
 from .models import ModelCard
 from .modes import DEFAULT_MODE, MODES
 
@@ -53,7 +54,8 @@ EMBED_GROUP_CHUNKS = 256
 ANN_SAVE_CHUNKS = 20_000
 # Failed files recorded in one transaction.
 FAILURES_PER_COMMIT = 1000
-# Meta key that marks a reindex under way: the id of the model it re-embeds with.
+# Meta key that marks a reindex under way: the id of the model it re-embeds with and the
+# IndexSpec it records (a run with other settings starts over instead of going on).
 REINDEX_KEY = "reindex_to"
 # A rerank of at most this many hits shows no progress bar: the teacher scores them in a batch
 # or two, and a bar would only flicker.
@@ -193,7 +195,14 @@ class Library:
         readonly: open for searching only (no folder is created, nothing is written).
         wait: seconds to wait for another writer to finish before giving up (writes only).
         progress: show progress bars on long work.
+        max_length: the encoder's window in tokens (at most the model's, the default); chunks are
+            cut to fit it. With an Encoder as the model, its own max length.
         ignore_dirs, max_bytes, include_hidden: what discovery skips (see ingest.discover).
+        hnsw_m, hnsw_ef_construction: how the HNSW graph is built (see store.ann.AnnIndex).
+            These settings, and the chunk size max_length gives, make the library's IndexSpec
+            (`spec`): recorded when it is created or reindexed. One left out is the recorded one;
+            one given that differs from it raises IndexSpecMismatchError naming the fix
+            (`edge-dse reindex`).
         extract_seconds, extract_memory: the budget of one PDF or DOCX (see ingest.budget): a
             file over it is recorded as failed, with the budget it broke.
     """
@@ -207,9 +216,12 @@ class Library:
         wait: float = 0.0,
         threads: int | None = None,
         progress: bool = True,
+        max_length: int | None = None,
         ignore_dirs: Iterable[str] | None = None,
         max_bytes: int | None = None,
-        include_hidden: bool = False,
+        include_hidden: bool | None = None,
+        hnsw_m: int | None = None,
+        hnsw_ef_construction: int | None = None,
         allow_model_change: bool = False,
         extract_seconds: float | None = None,
         extract_memory: int | None = None,
@@ -221,9 +233,13 @@ class Library:
         self.wait = wait
         self.progress = progress
         self.threads = threads
-        self.ignore_dirs = frozenset(ignore_dirs) if ignore_dirs is not None else None
-        self.max_bytes = max_bytes
-        self.include_hidden = include_hidden
+        self._max_length = max_length
+        # The IndexSpec fields given explicitly (the chunk size is worked out with the model's card).
+        given = {"ignore_dirs": tuple(sorted(set(ignore_dirs))) if ignore_dirs is not None else None,
+                 "max_file_bytes": max_bytes, "include_hidden": include_hidden, "hnsw_m": hnsw_m,
+                 "hnsw_ef_construction": hnsw_ef_construction}
+        self._spec_given = {name: value for name, value in given.items() if value is not None}
+        self._spec: IndexSpec | None = None
         self.extract_seconds = extract_seconds
         self.extract_memory = extract_memory
         if readonly and not Library.exists(self.path):
@@ -247,6 +263,7 @@ class Library:
         self._chunks_at_save = 0  # report.chunks when the HNSW cache was last saved in this sync
         if not allow_model_change:
             self._check_model()
+            self._check_spec()
 
     @staticmethod
     def exists(path: str | os.PathLike) -> bool:
@@ -300,12 +317,6 @@ class Library:
                 self._record_model()
             return
         stored_dim = self.catalog.get_meta("model_dim")
-        stored_chunks = self.catalog.get_meta("chunk_tokens")  # None: a library from before chunks were counted in tokens
-        if stored_chunks is not None and int(stored_chunks) != self._chunk_tokens():
-            raise ModelMismatchError(
-                f"library {self.path} was chunked for {stored_chunks}-token windows, this model takes "
-                f"{self._chunk_tokens()}: open it with the same max length, or re-chunk it with "
-                f"`edge-dse reindex --library {self.path}{self._model_option()}`")
         if stored != card["id"] or str(stored_dim) != str(card["dim"]):
             raise ModelMismatchError(
                 f"library {self.path} was built with model {stored!r} (dim {stored_dim}), not "
@@ -323,26 +334,76 @@ class Library:
 
     def _record_model(self) -> None:
         card = self.model_card
+        spec = self.spec  # worked out before the model's rows change: it reads them
         with self.catalog.transaction():
             self.catalog.set_meta("model_id", card["id"])
             self.catalog.set_meta("model_dim", str(card["dim"]))
             self.catalog.set_meta("model_pooling", card.get("pooling", "mean"))
             self.catalog.set_meta("model_name", card.get("name", ""))
-            # Chunks are cut to the model's window (Encoder.chunking): recorded with the model, so a
-            # model change re-chunks on `reindex`, and status says how the text was cut.
-            self.catalog.set_meta("chunk_tokens", str(self._chunk_tokens()))
+            # The settings the stored text and graph depend on, chunk size included (Encoder.chunking):
+            # recorded with the model, so a change of either re-chunks on `reindex`, and status says
+            # how the text was cut.
+            for key, value in spec.meta().items():
+                self.catalog.set_meta(key, value)
 
-    def _chunk_tokens(self) -> int:
-        """How many tokens a chunk of this Library's model holds (without loading the model)."""
+    # -- settings (IndexSpec) ------------------------------------------------------------------
+    @property
+    def spec(self) -> IndexSpec:
+        """The settings this Library stores with: each one given, else the one the library
+        records, else the default. A recorded chunk size counts only for the model that cut the
+        chunks: a reindex to another model cuts for its window unless told otherwise."""
+        if self._spec is None:
+            recorded = IndexSpec.recorded(self.catalog.get_meta)
+            if self.catalog.get_meta("model_id") != self.model.id:
+                recorded.pop("chunk_tokens", None)
+            given = dict(self._spec_given)
+            if (tokens := self._given_chunk_tokens()) is not None:
+                given["chunk_tokens"] = tokens
+            self._spec = replace(IndexSpec.default(chunk_tokens(self.model.max_length)), **{**recorded, **given})
+        return self._spec
+
+    def _given_chunk_tokens(self) -> int | None:
+        """The chunk size given: an Encoder's window, or max_length (checked against the model)."""
         if isinstance(self._model_arg, Encoder):
+            if self._max_length is not None and self._max_length != self._model_arg.max_length:
+                raise EdgeDSEError(f"max_length {self._max_length} differs from the Encoder's {self._model_arg.max_length}: "
+                                   "give it to the Encoder (Encoder(..., max_length=N)), or pass the model's name")
             return self._model_arg.chunk_tokens
-        return chunk_tokens(self.model.max_length)
+        if self._max_length is None:
+            return None
+        largest = self.model.max_length
+        if not MIN_MAX_LENGTH <= self._max_length <= largest:
+            raise EdgeDSEError(f"a max length of {self._max_length} tokens does not fit model {self.model.id}: "
+                               f"give --max-length (max_length) from {MIN_MAX_LENGTH} to {largest}")
+        return chunk_tokens(self._max_length)
+
+    def _check_spec(self) -> None:
+        """Refuse settings given that differ from the recorded ones; record those the library
+        lacks (one made before they were recorded adopts the current ones)."""
+        recorded = IndexSpec.recorded(self.catalog.get_meta)
+        differences = self.spec.differences(recorded)
+        if differences:
+            max_length = f" --max-length {max_length_for(self.spec.chunk_tokens)}" if any(
+                d.startswith("chunk_tokens ") for d in differences) else ""
+            raise IndexSpecMismatchError(
+                f"library {self.path} was built with other settings ({'; '.join(differences)}): open it "
+                f"without them to use its own, or rebuild it with them with "
+                f"`edge-dse reindex --library {self.path}{self._model_option()}{max_length}`")
+        # A library from before chunks were counted in tokens was cut by characters: no chunk size
+        # is recorded for it until a reindex cuts it again (status tells the two apart).
+        missing = {key: value for key, value in self.spec.meta().items()
+                   if key not in recorded and key != "chunk_tokens"}
+        if missing and not self.readonly:
+            with self.catalog.transaction():
+                for key, value in missing.items():
+                    self.catalog.set_meta(key, value)
 
     @property
     def encoder(self) -> Encoder:
-        """The encoder, loaded on first use (keyword search never needs it)."""
+        """The encoder, loaded on first use (keyword search never needs it), with the window of
+        this library's chunks."""
         if self._encoder is None:
-            self._encoder = Encoder(self.model, threads=self.threads)
+            self._encoder = Encoder(self.model, threads=self.threads, max_length=max_length_for(self.spec.chunk_tokens))
         return self._encoder
 
     # -- writing ------------------------------------------------------------------------------
@@ -357,21 +418,15 @@ class Library:
             self._lock.release()
 
     def _discover_kwargs(self) -> dict:
-        from .ingest import DEFAULT_IGNORE_DIRS
-
-        return {
-            "ignore_dirs": self.ignore_dirs if self.ignore_dirs is not None else DEFAULT_IGNORE_DIRS,
-            "max_bytes": self.max_file_bytes,
-            "include_hidden": self.include_hidden,
-        }
+        spec = self.spec
+        return {"ignore_dirs": frozenset(spec.ignore_dirs), "max_bytes": spec.max_file_bytes,
+                "include_hidden": spec.include_hidden}
 
     @property
     def max_file_bytes(self) -> int:
-        """The largest file this library indexes (max_bytes, or discovery's default): bigger
-        files are skipped, and a reader of indexed files reads no more than this."""
-        from .ingest import DEFAULT_MAX_BYTES
-
-        return self.max_bytes if self.max_bytes is not None else DEFAULT_MAX_BYTES
+        """The largest file this library indexes (its spec's): bigger files are skipped, and a
+        reader of indexed files reads no more than this."""
+        return self.spec.max_file_bytes
 
     @_user_errors
     def add(self, *folders: str | os.PathLike, cluster: "str | RayCluster | None" = None) -> SyncReport:
@@ -431,21 +486,23 @@ class Library:
 
     @_user_errors
     def reindex(self, *, cluster: "str | RayCluster | None" = None) -> SyncReport:
-        """Re-embed every folder with this library's current model (after a model change;
-        cluster: as in `add`).
+        """Re-embed every folder with this library's current model and settings (after a model
+        change, or to re-chunk with another max length; cluster: as in `add`). The new IndexSpec
+        is recorded.
 
         The catalog notes a reindex under way (and to which model) until it ends: a reindex
         stopped mid-way and run again goes on where it stopped, like a sync, instead of
         dropping what the first run embedded."""
         with self._writing(), self._cluster(cluster) as runner:
             folders = self.catalog.folders()
-            if self.catalog.get_meta(REINDEX_KEY) != self.model.id:
+            target = json.dumps({"model_id": self.model.id, **self.spec.meta()}, sort_keys=True)
+            if self.catalog.get_meta(REINDEX_KEY) != target:
                 with self.catalog.transaction():
                     for folder in folders:
                         self.catalog.remove_folder(folder)
                         self.catalog.add_folder(folder)
                     self._record_model()
-                    self.catalog.set_meta(REINDEX_KEY, self.model.id)
+                    self.catalog.set_meta(REINDEX_KEY, target)
             report = self._sync(folders, runner)
             self.catalog.delete_meta(REINDEX_KEY)
             return report
@@ -620,7 +677,7 @@ class Library:
             return nullcontext()
         from .cluster import RayIndexer
 
-        return RayIndexer(cluster, self.model.folder)
+        return RayIndexer(cluster, self.model.folder, max_length=max_length_for(self.spec.chunk_tokens))
 
     def _commit_outcomes(self, folder: str, outcomes: list, report: SyncReport) -> None:
         """Commit files the cluster finished, through the same path as a local sync."""
@@ -666,12 +723,18 @@ class Library:
     # -- the ANN cache ------------------------------------------------------------------------
     def _refresh_index(self) -> None:
         """Writer side: bring the HNSW cache in line with the catalog and save it."""
-        from .store import AnnIndex
-
         if self._ann is None:
-            self._ann = AnnIndex.open(self.path, self.model.dim, self.catalog)
+            self._ann = self._open_ann()
         self._ann.refresh(self.catalog)
         self._ann.save()
+
+    def _open_ann(self, **kwargs) -> "AnnIndex":
+        """The HNSW cache, built with this library's graph settings (AnnIndex.open rebuilds one
+        saved with others)."""
+        from .store import AnnIndex
+
+        return AnnIndex.open(self.path, self.model.dim, self.catalog, M=self.spec.hnsw_m,
+                             ef_construction=self.spec.hnsw_ef_construction, **kwargs)
 
     @_user_errors
     def refresh_index(self) -> None:
@@ -684,13 +747,11 @@ class Library:
         """The HNSW index a vector search uses, loaded (or refreshed) the way a search does: a
         new one when a writer saved a newer one. Read-only access, for measuring the index
         alone; changing it bypasses the catalog that it is a cache of."""
-        from .store import AnnIndex
-
         generation = self.catalog.generation
         if self._ann is None or self._ann.generation != generation:
             if self.readonly or not self._lock_free():
                 # Another process is writing: read what it saved; never write.
-                self._ann = AnnIndex.open(self.path, self.model.dim, self.catalog, rebuild_if_stale=False)
+                self._ann = self._open_ann(rebuild_if_stale=False)
             else:
                 with self._writing():
                     self._refresh_index()
@@ -706,11 +767,12 @@ class Library:
         self._lock.release()
         return True
 
-    def _vector_candidates(self, query_vector: "np.ndarray", k: int) -> tuple[list[int], list[float]]:
+    def _vector_candidates(self, query_vector: "np.ndarray", k: int,
+                           ef_search: int | None = None) -> tuple[list[int], list[float]]:
         import numpy as np
 
         index = self.ann_index()
-        ids, scores = index.search(query_vector, k)
+        ids, scores = index.search(query_vector, k, ef_search=ef_search)
         ids, scores = list(map(int, ids)), list(map(float, scores))
         if index.generation != self.catalog.generation:
             # The index lags the catalog (a writer is mid-sync): score the chunks it lacks
@@ -727,13 +789,20 @@ class Library:
 
     # -- searching ----------------------------------------------------------------------------
     @_user_errors
-    def search(self, query: str, k: int = 10, *, mode: str = DEFAULT_MODE) -> Hits:
+    def search(self, query: str, k: int = 10, *, mode: str = DEFAULT_MODE, ef_search: int | None = None) -> Hits:
         """The k best chunks for a query. Modes: "vector" (the encoder + HNSW), "keyword"
-        (SQLite FTS5 BM25) or "hybrid" (both, merged by modes.fuse: weighted reciprocal rank fusion)."""
+        (SQLite FTS5 BM25) or "hybrid" (both, merged by modes.fuse: weighted reciprocal rank fusion).
+
+        ef_search: the HNSW candidate list of this search (None: the index's default, see
+        store.ann.AnnIndex); higher finds more of the true nearest chunks, slower. Never below
+        the hits fetched."""
         if mode not in MODES:
             raise EdgeDSEError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
         if k < 1:
             raise EdgeDSEError(f"k must be at least 1 (got {k})")
+        if ef_search is not None and ef_search < 1:
+            raise EdgeDSEError(f"ef_search must be at least 1 (got {ef_search}): give --ef-search 1 or more, "
+                               "or leave it out for the index's default")
         query = (query or "")[:MAX_QUERY_CHARS]
         # Lone surrogates (undecodable bytes in argv) cannot be encoded for the tokenizer: U+FFFD.
         # NFKC as the documents' text (ingest.extract.normalise): "ｆｕｌｌ" finds "full" by vector too.
@@ -752,7 +821,7 @@ class Library:
             qv = self.encoder.encode([query], kind="query")[0]
             t1 = time.perf_counter()
             # Over-fetch a little: ids deleted since the index was saved are dropped at fetch.
-            ids, scores = self._vector_candidates(qv, depth + 10)
+            ids, scores = self._vector_candidates(qv, depth + 10, ef_search)
             timings["encode_ms"] = (t1 - t0) * 1000
             timings["ann_ms"] = (time.perf_counter() - t1) * 1000
             ranked["vector"] = list(zip(ids, scores))
@@ -840,6 +909,7 @@ class Library:
         return {
             "library": str(self.path),
             "model": {k: self.catalog.get_meta(k) for k in ("model_id", "model_dim", "model_pooling", "chunk_tokens")},
+            "spec": IndexSpec.recorded(self.catalog.get_meta),  # the settings it records (IndexSpec's fields)
             **counts,
             "folders_detail": files_per_folder,
             "generation": self.catalog.generation,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge_dse import Encoder, Library
-from edge_dse.errors import ModelMismatchError
+from edge_dse.errors import IndexSpecMismatchError
 from edge_dse.ingest import chunk_text, extract
 
 from conftest import REPO, shipped_model_dir
@@ -55,7 +55,7 @@ def test_opening_a_library_with_another_window_names_reindex_and_reindex_rechunk
         lib.add(long_doc)
         before = lib.status()["chunks"]
     short = Encoder(shipped_model_dir(), max_length=128)
-    with pytest.raises(ModelMismatchError, match="reindex"):
+    with pytest.raises(IndexSpecMismatchError, match="reindex"):
         Library(tmp_path / "lib", model=short, progress=False)
     with Library(tmp_path / "lib", model=short, progress=False, allow_model_change=True) as lib:
         lib.reindex()

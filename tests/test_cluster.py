@@ -84,6 +84,21 @@ def test_ray_index_holds_the_same_chunks_and_vectors_as_a_local_one(ray_cluster,
 
 
 @needs_ray
+def test_ray_workers_cut_chunks_to_the_librarys_max_length(ray_cluster, corpus, tmp_path):
+    """A library made with --max-length 64 gets the same 62-token chunks from the workers as from
+    a local sync, not chunks cut to the model card's window."""
+    from edge_dse.cluster import RayCluster
+
+    (corpus / "README.md").write_text((REPO / "README.md").read_text(encoding="utf-8")[:8000], encoding="utf-8")
+    spans = {}
+    for where, cluster in (("local", None), ("ray", RayCluster())):
+        with Library(tmp_path / where, model=shipped_model_dir(), max_length=64, progress=False) as lib:
+            assert lib.add(corpus, cluster=cluster).failed == 0
+            spans[where] = sorted(key[:3] for key in chunks_of(lib))
+    assert spans["ray"] == spans["local"] and len(spans["local"]) > len(list(corpus.iterdir())) + 5
+
+
+@needs_ray
 def test_a_sync_with_nothing_new_never_reaches_the_cluster(corpus, tmp_path, monkeypatch):
     from edge_dse.cluster import RayIndexer
 

@@ -440,8 +440,12 @@ class AnnIndex:
                         pass
 
     # -- searching --------------------------------------------------------------------------
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest live chunks: (ids int64, cosine scores float32), best first."""
+    def search(self, vector: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest live chunks: (ids int64, cosine scores float32), best first.
+
+        ef_search: this search's candidate list (default: the index's `ef_search`), never below
+        k. hnswlib keeps ef on the index object, which every thread searching it shares: it is
+        set and put back under the lock, so one search's ef never leaks into another's."""
         query = _normalise(np.asarray(vector, dtype=np.float32).reshape(1, -1))
         if query.shape[1] != self.dim:
             raise ValueError(f"query vector of dim {query.shape[1]}, the index holds dim {self.dim}")
@@ -449,7 +453,7 @@ class AnnIndex:
             k = min(int(k), len(self._ids))
             if k <= 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            ef = max(self.ef_search, k)
+            ef = max(int(ef_search or self.ef_search), k)
             while True:
                 self._index.set_ef(ef)
                 try:
