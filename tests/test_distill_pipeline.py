@@ -111,6 +111,11 @@ def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):
     assert any(line.startswith("hpd: step") for line in logs)
     stage1 = json.loads((hpd_dir / "student" / "train.json").read_text())
     assert stage1["pairs"] == min(plan.hpd_pairs, manifest["pairs"]) and len(stage1["curve"]) == 2  # start and end
+    # Stage 1a first learned the base model's own space (plan.hpd_warm_pairs), and stage 1 began there.
+    warm = json.loads((hpd_dir / "warm" / "train.json").read_text())
+    assert warm["pairs"] == min(plan.hpd_warm_pairs, manifest["pairs"]) > 0 and warm["config"]["init"] is None
+    assert stage1["config"]["init"] == str(hpd_dir / "warm" / "model")
+    assert any(line.startswith(f"distill: stage 1 vectors ({plan.hpd_warm_labeller})") for line in logs)
     assert (hpd_dir / "student" / "asset" / "model.onnx").is_file()
     stage2 = json.loads((plan.work / "student" / "train.json").read_text())
     assert stage2["config"]["init"] == str(hpd_dir / "student" / "model") and stage2["config"]["hpd_weight"] > 0
