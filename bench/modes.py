@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from bench.common import machine, md_table
+from edge_dse import modes
 
 WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 K = 10
@@ -75,19 +76,18 @@ def rrf(vector, keyword, depth: int, k: int = 60) -> list[tuple[int, float]]:
     return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
-def weight_choice(dev_mean: dict[str, dict[str, float]], weights, max_split_loss: float) -> float:
-    """The dev rule for the hybrid's weight (see the module doc); dev_mean: {mode: {split: nDCG}}."""
-    def loss(w):
-        h = dev_mean[f"hybrid w={w:g}"]
-        return max(max(dev_mean["vector"][s], dev_mean["keyword"][s], h[s]) - h[s] for s in h)
+def weight_choice(dev: dict[str, dict[str, float]], weights, max_split_loss: float) -> float:
+    """The dev rule for the hybrid's weight (see the module doc); dev: {mode: {split: nDCG}}."""
+    def table(w):
+        return {m: dev[m] for m in ("vector", "keyword", f"hybrid w={w:g}")}
 
-    mean = {w: sum(dev_mean[f"hybrid w={w:g}"].values()) / len(dev_mean[f"hybrid w={w:g}"]) for w in weights}
-    ok = [w for w in weights if loss(w) <= max_split_loss + 1e-9]
-    return max(ok, key=lambda w: mean[w]) if ok else min(weights, key=lambda w: (loss(w), -mean[w]))
+    loss = {w: modes.split_losses(table(w))[f"hybrid w={w:g}"] for w in weights}
+    mean = {w: sum(dev[f"hybrid w={w:g}"].values()) / len(dev[f"hybrid w={w:g}"]) for w in weights}
+    ok = [w for w in weights if loss[w] <= max_split_loss + 1e-9]
+    return max(ok, key=lambda w: mean[w]) if ok else min(weights, key=lambda w: (loss[w], -mean[w]))
 
 
 def measure_split(lib, folder: Path, name: str, docs, reported, dev, weights, reranker=None, log=print) -> dict:
-    from edge_dse import modes
 
     split_dir = folder / name
     split_dir.mkdir(parents=True)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                     "at the depth its card records (slow: one rerank a query)")
     args = ap.parse_args(argv)
 
-    from edge_dse import Encoder, Library, modes
+    from edge_dse import Encoder, Library
     from edge_dse.distill.evaluate import HELD_OUT
 
     splits = [s for s in HELD_OUT if (args.data / f"{s}.jsonl").is_file()]

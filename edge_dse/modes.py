@@ -46,14 +46,20 @@ def fuse(vector: Sequence[tuple[int, float]], keyword: Sequence[tuple[int, float
     return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
+def split_losses(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{mode: its largest loss to the best mode of any split} from {mode: {split: nDCG@10}}
+    (over the splits every mode has)."""
+    splits = sorted(set.intersection(*(set(v) for v in table.values())))
+    best = {s: max(v[s] for v in table.values()) for s in splits}
+    return {m: max(best[s] - v[s] for s in splits) for m, v in table.items()}
+
+
 def choose_default(table: dict[str, dict[str, float]], max_split_loss: float = MAX_SPLIT_LOSS) -> str:
     """The default mode from {mode: {split: nDCG@10}}: the best mean among the modes that lose no
     split by more than max_split_loss to the best mode on that split (if none qualifies, the one
     whose worst loss is smallest)."""
-    splits = sorted(set.intersection(*(set(v) for v in table.values())))
-    best = {s: max(v[s] for v in table.values()) for s in splits}
-    worst_loss = {m: max(best[s] - v[s] for s in splits) for m, v in table.items()}
-    mean = {m: sum(v[s] for s in splits) / len(splits) for m, v in table.items()}
+    worst_loss = split_losses(table)
+    mean = {m: sum(v.values()) / len(v) for m, v in table.items()}
     ok = [m for m in table if worst_loss[m] <= max_split_loss + 1e-9]
     if ok:
         return max(ok, key=lambda m: mean[m])
