@@ -88,7 +88,6 @@ def weight_choice(dev: dict[str, dict[str, float]], weights, max_split_loss: flo
 
 
 def measure_split(lib, folder: Path, name: str, docs, reported, dev, weights, reranker=None, log=print) -> dict:
-
     split_dir = folder / name
     split_dir.mkdir(parents=True)
     for i, text in enumerate(docs):
