@@ -322,10 +322,12 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
                 mode = gr.Radio(list(MODES), value=DEFAULT_MODE, label="Mode", elem_id="mode")
                 rerank = gr.Checkbox(False, label="Teacher rerank", info=rerank_info(), elem_id="rerank")
             message = gr.Markdown(elem_id="search-message")
+            # Above the hits: how long each stage took and how the teacher's order differs are
+            # read first, not found below k hits.
+            timings = gr.Markdown(elem_id="timings")
             with gr.Row(equal_height=False):
                 student_col = gr.HTML(elem_id="student-hits")
                 teacher_col = gr.HTML(elem_id="teacher-hits")
-            timings = gr.Markdown(elem_id="timings")
             with gr.Accordion("Open a hit in context", open=True):
                 open_pick = gr.Dropdown([], label="Hit", elem_id="open-pick")
                 context = gr.HTML(elem_id="context")
