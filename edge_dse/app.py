@@ -30,6 +30,7 @@ from .app_service import MAX_K, SearchResult, Service, agreement, check_host, fo
 from .errors import EdgeDSEError
 from .library import Hit
 from .modes import DEFAULT_MODE, MODES
+from .snippets import display_text
 
 # How long a stopping UI waits for its web server to close its connections.
 SHUTDOWN_SECONDS = 5
@@ -63,7 +64,8 @@ STOPWORDS = frozenset("the and for with from that this what how why when where w
 
 def snippet_html(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     """The part of a chunk around the first query word it holds (its start when none), with the
-    query's words (and words they begin: "crash" marks "crashes") marked."""
+    query's words (and words they begin: "crash" marks "crashes") marked. `text` is shown as
+    given: hits_html passes it through snippets.display_text first."""
     flat = " ".join(text.split())
     words = {w.lower() for w in re.findall(r"\w{3,}", query[:2000])} - STOPWORDS
     words = sorted(words, key=len, reverse=True)[:30]
@@ -104,7 +106,7 @@ def hits_html(hits: Sequence[Hit], *, k: int, title: str, query: str = "", reran
             f'<span class="edse-score">{hit.score:.4f}</span>'
             f"{move}<b>{hit.rank}. {html.escape(Path(hit.path).name)}</b>{heading}"
             f'<div class="edse-path">{html.escape(hit.path)} (chars {hit.start}-{hit.end})</div>'
-            f"<div>{snippet_html(hit.text, query)}</div></div>"
+            f"<div>{snippet_html(display_text(hit.path, hit.text), query)}</div></div>"
         )
     body = "".join(rows) or f'<p class="edse-empty"><i>{html.escape(empty)}</i></p>'
     return f"<h4>{html.escape(title)}</h4>{body}"

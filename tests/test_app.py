@@ -275,3 +275,22 @@ def test_a_search_runs_while_a_sync_writes(service, corpus, tmp_path):
     res = service.search(TOPICS["python"][2], k=1)  # not blocked by, nor failing on, the write
     writer.join()
     assert res.student[0].path.endswith("python.py") and done[0].startswith(f"added {code}")
+
+
+def test_snippets_show_markup_files_without_their_markup_and_leave_the_hit_as_it_was():
+    from edge_dse.app import hits_html
+
+    rst = Hit(rank=1, score=0.5, path="/d/guide.rst", start=0, end=90, heading="Crash recovery", chunk_id=1,
+              text="Crash recovery\n==============\n\nThe **index** is rebuilt by :func:`~edge_dse.Library.sync`"
+                   " (see `the notes <notes.html>`_).\n\n.. note:: ``sync`` is safe to re-run.")
+    code = Hit(rank=2, score=0.4, path="/d/tool.py", start=0, end=40, heading=None, chunk_id=2,
+               text="def rebuild(*args, **kwargs):  # the **index**")
+    before = (rst.text, code.text)
+    page = hits_html([rst, code], k=2, title="t", query="how is the index rebuilt")
+    first, second = page.split('data-rank="2"')
+    assert ("Crash recovery The <mark>index</mark> is <mark>rebuilt</mark> by sync (see the notes). "
+            "Note: sync is safe to re-run.") in first
+    assert not any(mark in first for mark in ("==", "**", ":func:", "`", "<notes.html>", ".. note"))
+    assert "def rebuild(*args, **kwargs): # the **<mark>index</mark>**" in second  # code as written
+    assert (rst.text, code.text) == before  # display only: the hits (the catalog's text) are unchanged
+
