@@ -53,6 +53,8 @@ CSS = """
 .edse-table table { width: 100%; border-collapse: collapse; font-size: 0.9em; }
 .edse-table th, .edse-table td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #eee; word-break: break-all; }
 .edse-context mark, .edse-hit mark { background: #fff3a0; }
+details.edse-card { margin: 0.5em 0 1em; }
+details.edse-card > summary { cursor: pointer; font-weight: 600; }
 """
 
 
@@ -131,7 +133,45 @@ def open_choices(res: SearchResult) -> list[tuple[str, str]]:
     return out
 
 
+# What the collapsed part of each card on the Model tab is called.
+CARD_DETAILS = "Full card: how it was made, what was measured"
+_HELD_OUT_SECTION = re.compile(r"^#+[ \t]+Held-out evaluation[ \t]*$", re.M | re.I)
+
+
+def held_out_table(card) -> str:
+    """The card's held-out evaluation table (Markdown), "" when it records none. Read from
+    card.json's evaluation record, else from card.md's "Held-out evaluation" section."""
+    evaluation = card.card.get("evaluation") if isinstance(card.card.get("evaluation"), dict) else {}
+    table = evaluation.get("table") or ""
+    if isinstance(table, list):
+        table = "\n".join(map(str, table))
+    if not table and card.markdown:
+        section = _HELD_OUT_SECTION.search(card.markdown)
+        if section:
+            body = re.split(r"^#+[ \t]", card.markdown[section.end():], maxsplit=1, flags=re.M)[0]
+            rows = re.search(r"(?:^\|.*\|[ \t]*\n?)+", body, re.M)
+            table = rows.group(0) if rows else ""
+    return str(table).strip()
+
+
+def _demoted(markdown: str, by: int = 3) -> str:
+    """card.md's headings pushed down `by` levels (code blocks untouched), to sit under a card's
+    own heading on the Model tab."""
+    out, fence = [], ""
+    for line in markdown.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith(("```", "~~~")):
+            fence = "" if fence and stripped.startswith(fence) else fence or stripped[:3]
+        elif not fence and re.match(r"#{1,6}[ \t]", stripped):
+            hashes = len(stripped) - len(stripped.lstrip("#"))
+            line = "#" * min(6, hashes + by) + stripped[hashes:]
+        out.append(line)
+    return "\n".join(out)
+
+
 def _card_markdown(card) -> str:
+    """One model on the Model tab: its summary shown (id, role, kind, dim, size, the held-out
+    table), the rest of the card folded in a <details> element the reader opens."""
     # The title and the role line are derived (models.label, models.role_text): a card's own
     # "role" text is a description written when it was made, and may name a default since changed.
     title = card.label or card.card.get("name") or card.folder.name
@@ -141,7 +181,15 @@ def _card_markdown(card) -> str:
         head += f"  \n{card.duty}"
     if card.card.get("error"):
         head += f"\n\n⚠️ {card.card['error']}"
-    return head
+    table = held_out_table(card)
+    evaluation = card.card.get("evaluation") if isinstance(card.card.get("evaluation"), dict) else {}
+    when = ", ".join(str(evaluation[k]) for k in ("date", "cpu") if evaluation.get(k))
+    head += (f"\n\n**Held-out evaluation**{f' ({when})' if when else ''}:\n\n{table}" if table
+             else "\n\n*No held-out evaluation in this card.*")
+    full = card.markdown or "```json\n" + json.dumps(
+        {k: v for k, v in card.card.items() if k != "files"}, indent=2)[:6000] + "\n```"
+    # Blank lines around the Markdown inside the HTML element: it is rendered as Markdown there.
+    return f"{head}\n\n<details class=\"edse-card\"><summary>{CARD_DETAILS}</summary>\n\n{_demoted(full)}\n\n</details>"
 
 
 def render_search(res: SearchResult, *, query: str, k: int, mode: str) -> tuple[str, str, str, str]:
@@ -167,7 +215,8 @@ def render_search(res: SearchResult, *, query: str, k: int, mode: str) -> tuple[
 
 
 def render_cards(svc: Service) -> str:
-    """The Model tab: each card under its derived label and role, and what this app uses it as."""
+    """The Model tab: each card under its derived label and role, and what this app uses it as;
+    its summary shown, the full card collapsed (the tab was ~7,500 px tall with every card open)."""
     cards = svc.cards()
     parts = [_card_markdown(c) for c in cards] or [f"no model cards under `{config.assets_dir()}`"]
     if svc.teacher_problem:
@@ -304,11 +353,6 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
     def cards_markdown():
         return render_cards(svc)
 
-    def full_cards():
-        return "\n\n---\n\n".join(c.markdown or "```json\n" + json.dumps(
-            {k: v for k, v in c.card.items() if k != "files"}, indent=2)[:6000] + "\n```"
-            for c in svc.cards())
-
     # -- layout -----------------------------------------------------------------------------
     # gradio 6 takes css in launch() (see serve), gradio 5 only in Blocks().
     css = {"css": CSS} if "css" in inspect.signature(gr.Blocks.__init__).parameters else {}
@@ -358,8 +402,6 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
 
         with gr.Tab("Model"):
             cards_md = gr.Markdown(elem_id="cards")
-            with gr.Accordion("Full cards: how each model was made, what was measured", open=True):
-                full_md = gr.Markdown(elem_id="full-cards")
 
         search_inputs = [query, k, mode, rerank]
         search_outputs = [student_col, teacher_col, timings, message, open_pick]
@@ -379,7 +421,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
             api_path, api_start, api_end, api_out = gr.Textbox(), gr.Number(), gr.Number(), gr.HTML()
             gr.Button().click(api_open, [api_path, api_start, api_end], api_out, api_name="open")
         demo.load(refresh_library, None, lib_outputs, api_name=False)
-        demo.load(lambda: (cards_markdown(), full_cards()), None, [cards_md, full_md], api_name=False)
+        demo.load(cards_markdown, None, cards_md, api_name=False)
 
     demo.edse_service = svc  # for tests and the desktop bundle
     return demo

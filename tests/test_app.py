@@ -294,3 +294,21 @@ def test_snippets_show_markup_files_without_their_markup_and_leave_the_hit_as_it
     assert "def rebuild(*args, **kwargs): # the **<mark>index</mark>**" in second  # code as written
     assert (rst.text, code.text) == before  # display only: the hits (the catalog's text) are unchanged
 
+
+def test_model_cards_show_their_summary_and_fold_the_rest(service, corpus):
+    from edge_dse.app import CARD_DETAILS, render_cards
+
+    service.add(str(corpus))
+    page = render_cards(service)
+    cards = [c for c in service.cards() if c.markdown]
+    assert cards and page.count(f"<details class=\"edse-card\"><summary>{CARD_DETAILS}</summary>") == len(service.cards())
+    for card in cards:
+        at = page.index(f"`{card.card['id']}`")
+        folded = page.index("<details", at)
+        summary = page[at:folded]
+        assert card.summary() in summary  # kind, dim, pooling, size: shown
+        table = (card.card.get("evaluation") or {}).get("table")
+        assert (table.strip() in summary) if table else "No held-out evaluation in this card" in summary
+        # The whole card.md is inside the fold, its headings under the card's own.
+        body = page[folded:page.index("</details>", folded)]
+        assert "#### " in body and "\n# " not in body and "\n## " not in body

@@ -220,11 +220,28 @@ def test_bad_input_gets_a_message_not_a_trace(page):
 
 
 def test_model_tab_shows_the_cards(page):
+    from edge_dse import config
+    from edge_dse.app import CARD_DETAILS
+
     page.get_by_role("tab", name="Model").click()
     cards = page.locator("#cards")
     expect(cards).to_contain_text("test/bi-teacher")
     text = cards.inner_text()
     assert "search encoder of this library" in text and "teacher (reranker)" in text and "384-d" in text
+    # Each card shows its summary; the rest of it is folded until asked for.
+    folds = cards.locator("details")
+    assert folds.count() >= 2 and folds.count() == cards.locator("h3").count()
+    assert page.evaluate("[...document.querySelectorAll('#cards details')].every(d => !d.open)")
+    expect(cards.locator("h3").first).to_be_visible()
+    expect(cards.get_by_text("test/bi-teacher").first).to_be_visible()
+    expect(folds.first.locator("summary")).to_have_text(CARD_DETAILS)
+    inside = folds.first.locator("h4").first  # card.md's own title, under the card's heading
+    expect(inside).to_be_hidden()
+    if any('"evaluation"' in p.read_text() for p in config.assets_dir().glob("*/card.json")):
+        expect(cards.locator("table:not(details table)").first).to_be_visible()  # the held-out table
+    folds.first.locator("summary").click()
+    expect(inside).to_be_visible()
+    assert page.evaluate("[...document.querySelectorAll('#cards details')].filter(d => d.open).length") == 1
 
 
 def test_the_api_route_with_gradio_client(server, folders):
