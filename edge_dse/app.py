@@ -40,6 +40,13 @@ SNIPPET_CHARS = 240
 RERANK_PROGRESS = "the teacher is re-scoring the top hits"
 # Failed files the Library tab lists by name (the others are counted by kind).
 FAILED_ROWS = 200
+# After every event, gradio's queue summarises every event it ever ran in a pandas DataFrame, for
+# a monitoring dashboard this app never turns on: work that grows with each request, pandas 3
+# deprecation warnings, and, since pandas changes the warning filters in passing, Python's
+# "once per place" record of warnings shown is reset, so any warning printed once came back on
+# every request. A summary interval no count reaches turns that summary off (gradio reads it
+# when it makes its queue); a value the user set is kept.
+GRADIO_QUIET_QUEUE = ("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(2 ** 62))
 
 CSS = """
 .edse-hit { border: 1px solid #ddd; border-radius: 6px; padding: 6px 8px; margin-bottom: 6px; }
@@ -248,6 +255,8 @@ def guarded(on_error: Callable[[str], object]):
 def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.PathLike | None = None,
               model: str | os.PathLike | None = None, threads: int | None = None, wait: float = 0.0):
     """The gradio Blocks of the UI over one library (launch it with `serve`)."""
+    # Before gradio makes its queue (which reads this): see GRADIO_QUIET_QUEUE.
+    os.environ.setdefault(*GRADIO_QUIET_QUEUE)
     try:
         import gradio as gr
     except ImportError as exc:
@@ -455,9 +464,13 @@ def serve(library: str | os.PathLike | None = None, *, teacher: str | os.PathLik
 
     from .webguard import LocalOnly
 
-    # Gradio's request handler reads a Starlette constant that Starlette deprecated; the warning
-    # names neither our code nor anything a user can change, and it was printed on every request.
-    warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")
+    # Gradio's queue route reads a Starlette constant that Starlette renamed, on each queued request
+    # (reported to gradio as issue 13548; the ui extra caps gradio below 6.18): a warning about
+    # gradio's code that nobody running the app can act on. Ignored for that one name read in that
+    # one gradio module; the same warning from anywhere else still shows. (It came back on every
+    # request only because of the summary GRADIO_QUIET_QUEUE turns off.)
+    warnings.filterwarnings("ignore", message="'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated",
+                            module=r"gradio\.routes")
     warning = check_host(host, allow_remote, trusted_hosts)
     if warning:
         print(f"edge-dse: {warning}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,22 @@ def test_trusted_host_without_allow_remote_is_refused_in_one_line(tmp_path):
     result = run_cli("ui", str(tmp_path / "lib"), "--trusted-host", "edse.test", "--port", "9")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--trusted-host edse.test" in result.stderr and "--allow-remote" in result.stderr
+
+
+def test_searches_print_no_warning(tmp_path):
+    """Searches through the real app print no warning, with Python showing every kind (as
+    `python -W default` or dev mode does): gradio's queue once summarised every past event in pandas
+    after each one, which printed pandas 3 deprecations and made any warning come back on every
+    request (app.GRADIO_QUIET_QUEUE). ResourceWarnings are not counted: gradio leaves a file and
+    event loops for the garbage collector (at start-up, and in its tqdm hook during an add)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_topic(docs, "bread", ".md")
+    log = tmp_path / "ui.log"
+    with running_ui(tmp_path / "lib", "--model", str(shipped_model_dir()), log_path=log,
+                    env={"PYTHONWARNINGS": "default"}) as (_, port, _):
+        assert f"added {docs}" in api(port, "add", [str(docs)])
+        for mode in ("vector", "keyword", "hybrid", "vector", "keyword"):
+            assert "sourdough" in api(port, "search", ["sourdough bread", 3, mode, False]).lower()
+    warned = re.findall(r"^\S+:\d+: (\w+): (.*)$", log.read_text(), re.M)
+    assert not [w for w in warned if w[0] != "ResourceWarning"], warned
