@@ -59,7 +59,7 @@ def _cluster(args):
 
 
 def cmd_index(args) -> int:
-    with _library(args, max_length=args.max_length) as lib:
+    with _library(args, **_spec_kwargs(args)) as lib:
         report = lib.add(*args.paths, cluster=_cluster(args))
         _say(args, f"{lib.path}: {report.summary()}")
         if not args.quiet:
@@ -170,7 +170,7 @@ def cmd_remove(args) -> int:
 
 
 def cmd_reindex(args) -> int:
-    with _library(args, allow_model_change=True, max_length=args.max_length) as lib:
+    with _library(args, allow_model_change=True, **_spec_kwargs(args)) as lib:
         report = lib.reindex(cluster=_cluster(args))
         _say(args, f"{lib.path}: re-embedded with {lib.model_card['id']}, chunks of up to {lib.spec.chunk_tokens} "
                    f"tokens: {report.summary()}")
@@ -281,10 +281,38 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
-    """The settings a library records when it is created or reindexed (index_spec.IndexSpec)."""
+    """The settings a library records when it is created or reindexed (index_spec.IndexSpec): an
+    existing library keeps its own, a different value is refused naming `reindex`, which changes it."""
     parser.add_argument("--max-length", type=int, default=None, metavar="N",
                         help="the encoder's window in tokens; chunks are cut to fit it (default: the model's, "
                              "its largest; an existing library keeps its own, `reindex --max-length N` changes it)")
+    parser.add_argument("--hnsw-m", type=_positive_int, default=None, metavar="M",
+                        help="links per node of the HNSW graph: more is better recall, more memory (default 16)")
+    parser.add_argument("--hnsw-ef-construction", type=_positive_int, default=None, metavar="N",
+                        help="candidates kept while building the HNSW graph: more is better recall, slower "
+                             "indexing (default 200)")
+    parser.add_argument("--max-file-mb", type=float, default=None, metavar="MB",
+                        help="skip files larger than this (default 50)")
+    parser.add_argument("--ignore-dir", action="append", default=None, metavar="NAME",
+                        help="never enter folders with this name, beside the default ones (.git, node_modules, "
+                             "...); repeat for more")
+    parser.add_argument("--include-hidden", action="store_true", default=None,
+                        help="also index hidden files and folders (names starting with a dot)")
+
+
+def _spec_kwargs(args) -> dict:
+    """The Library arguments the spec flags given ask for (none given: the library's own)."""
+    kwargs = {"max_length": args.max_length, "hnsw_m": args.hnsw_m, "hnsw_ef_construction": args.hnsw_ef_construction,
+              "include_hidden": args.include_hidden}
+    if args.max_file_mb is not None:
+        if args.max_file_mb <= 0:
+            raise EdgeDSEError(f"--max-file-mb {args.max_file_mb:g}: give a size in MB above 0")
+        kwargs["max_bytes"] = int(args.max_file_mb * 2**20)
+    if args.ignore_dir:
+        from .ingest import DEFAULT_IGNORE_DIRS
+
+        kwargs["ignore_dirs"] = sorted(set(DEFAULT_IGNORE_DIRS) | set(args.ignore_dir))
+    return {name: value for name, value in kwargs.items() if value is not None}
 
 
 PASS_THROUGH = ("export", "distill", "eval")

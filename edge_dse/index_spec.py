@@ -56,6 +56,41 @@ class IndexSpec:
         return found
 
     def differences(self, recorded: dict) -> list[str]:
-        """'name X recorded, Y given' for each recorded field this spec sets otherwise."""
-        return [f"{name} {value!r} recorded, {getattr(self, name)!r} given"
-                for name, value in recorded.items() if getattr(self, name) != value]
+        """'name X recorded, Y given' for each recorded field this spec sets otherwise (for the
+        ignored folders, only the names in one and not the other: the full lists are long)."""
+        found = []
+        for name, value in recorded.items():
+            mine = getattr(self, name)
+            if mine == value:
+                continue
+            if isinstance(value, tuple):
+                value, mine = sorted(set(value) - set(mine)), sorted(set(mine) - set(value))
+            found.append(f"{name} {value!r} recorded, {mine!r} given" + (" (beside the shared ones)" if name == "ignore_dirs" else ""))
+        return found
+
+
+def rebuild_flags(spec: IndexSpec, fields_changed: set[str], *, max_length: int) -> str:
+    """The `edge-dse index` / `reindex` flags that ask for `spec`'s value of each changed field (as
+    one string, each flag led by a space), so a refusal can name the exact rebuild command.
+    max_length is the encoder window that gives spec.chunk_tokens. A set of ignored folders the
+    flags cannot express (one lacking a default name) is named as the API's argument."""
+    from .ingest import DEFAULT_IGNORE_DIRS
+
+    flags = []
+    if "chunk_tokens" in fields_changed:
+        flags.append(f"--max-length {max_length}")
+    if "hnsw_m" in fields_changed:
+        flags.append(f"--hnsw-m {spec.hnsw_m}")
+    if "hnsw_ef_construction" in fields_changed:
+        flags.append(f"--hnsw-ef-construction {spec.hnsw_ef_construction}")
+    if "max_file_bytes" in fields_changed:
+        mb = spec.max_file_bytes / 2**20
+        flags.append(f"--max-file-mb {mb:g}" if mb == round(mb, 3) else f"(max_bytes={spec.max_file_bytes})")
+    if "include_hidden" in fields_changed and spec.include_hidden:
+        flags.append("--include-hidden")
+    if "ignore_dirs" in fields_changed:
+        if set(DEFAULT_IGNORE_DIRS) <= set(spec.ignore_dirs):
+            flags += [f"--ignore-dir {name}" for name in spec.ignore_dirs if name not in DEFAULT_IGNORE_DIRS]
+        else:
+            flags.append(f"(ignore_dirs={list(spec.ignore_dirs)})")
+    return "".join(" " + flag for flag in flags)

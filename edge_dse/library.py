@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 from . import config, models, modes
 from .encoder import MIN_MAX_LENGTH, Encoder, chunk_tokens, max_length_for, passage_text
 from .errors import EdgeDSEError, IndexSpecMismatchError, ModelMismatchError
-from .index_spec import IndexSpec
+from .index_spec import IndexSpec, rebuild_flags
 from .models import ModelCard
 from .modes import DEFAULT_MODE, MODES
 
@@ -383,12 +383,12 @@ class Library:
         recorded = IndexSpec.recorded(self.catalog.get_meta)
         differences = self.spec.differences(recorded)
         if differences:
-            max_length = f" --max-length {max_length_for(self.spec.chunk_tokens)}" if any(
-                d.startswith("chunk_tokens ") for d in differences) else ""
+            flags = rebuild_flags(self.spec, {d.split(" ", 1)[0] for d in differences},
+                                  max_length=max_length_for(self.spec.chunk_tokens))
             raise IndexSpecMismatchError(
                 f"library {self.path} was built with other settings ({'; '.join(differences)}): open it "
                 f"without them to use its own, or rebuild it with them with "
-                f"`edge-dse reindex --library {self.path}{self._model_option()}{max_length}`")
+                f"`edge-dse reindex --library {self.path}{self._model_option()}{flags}`")
         # A library from before chunks were counted in tokens was cut by characters: no chunk size
         # is recorded for it until a reindex cuts it again (status tells the two apart).
         missing = {key: value for key, value in self.spec.meta().items()

@@ -187,3 +187,41 @@ def test_cli_max_length_and_ef_search(long_doc, tmp_path):
     found = run_cli(*lib, "search", "how do I run the tests?", "--ef-search", "50", "-k", "3", "--json")
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)["hits"]) == 3
+
+
+def test_cli_spec_flags_are_recorded_refused_and_named_in_the_rebuild_command(long_doc, tmp_path):
+    """--hnsw-m, --hnsw-ef-construction, --max-file-mb, --ignore-dir and --include-hidden reach the
+    library's spec on `index`; a different value later is refused with the reindex command that
+    asks for it, and that command changes it."""
+    (long_doc.parent / "spec-docs").mkdir(exist_ok=True)
+    folder = long_doc.parent / "spec-docs"
+    (folder / "guide.md").write_text((long_doc / "guide.md").read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "generated").mkdir(exist_ok=True)
+    (folder / "generated" / "report.md").write_text("# Generated\n\nA build output nobody wants in search.\n", encoding="utf-8")
+    (folder / ".notes.md").write_text("# Hidden\n\nA hidden note.\n", encoding="utf-8")
+    lib = ["-q", "--library", str(tmp_path / "lib"), "--model", MODEL]
+
+    def status() -> dict:
+        return json.loads(run_cli(*lib, "status", "--json").stdout)
+
+    made = run_cli(*lib, "index", str(folder), "--hnsw-m", "8", "--hnsw-ef-construction", "64",
+                   "--max-file-mb", "1", "--ignore-dir", "generated", "--include-hidden")
+    assert made.returncode == 0, made.stderr
+    spec = status()["spec"]
+    assert (spec["hnsw_m"], spec["hnsw_ef_construction"], spec["max_file_bytes"]) == (8, 64, 2**20)
+    assert "generated" in spec["ignore_dirs"] and ".git" in spec["ignore_dirs"] and spec["include_hidden"] is True
+    assert status()["files"] == 2  # guide.md and the hidden note; generated/ never entered
+
+    refused = one_line_error(run_cli(*lib, "index", str(folder), "--hnsw-m", "12", "--ignore-dir", "drafts"))
+    assert "hnsw_m 8 recorded, 12 given; ignore_dirs ['generated'] recorded, ['drafts'] given" in refused
+    assert refused.endswith("--hnsw-m 12 --ignore-dir drafts`"), refused  # --ignore-dir adds to the defaults
+    assert "--max-file-mb" in one_line_error(run_cli(*lib, "index", str(folder), "--max-file-mb", "0"))
+    bad_m = run_cli(*lib, "index", str(folder), "--hnsw-m", "0")
+    assert bad_m.returncode == 2 and "--hnsw-m: '0' is not a whole number >= 1" in bad_m.stderr
+
+    reindexed = run_cli(*lib[1:], "reindex", "--hnsw-m", "12")
+    assert reindexed.returncode == 0, reindexed.stderr
+    spec = status()["spec"]
+    assert spec["hnsw_m"] == 12 and spec["hnsw_ef_construction"] == 64 and "generated" in spec["ignore_dirs"]
+    with Library(tmp_path / "lib", model=MODEL, progress=False, readonly=True) as opened:
+        assert opened.ann_index().M == 12
