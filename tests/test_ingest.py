@@ -37,6 +37,14 @@ def test_markdown_text_and_headings(tmp_path):
         assert h.title in ex.text[h.offset:h.offset + len(h.title) + 4]
 
 
+def test_markdown_comments_in_fenced_code_are_not_headings(tmp_path):
+    """A README's shell block (`# install it`) stays code: the chunks after it keep their section."""
+    p = tmp_path / "README.md"
+    p.write_text("# Set-up\n\n````bash\n# install the browser\napt-get install chromium\n```\n# still code\n````\n\n"
+                 "## Web UI\n\nStart it.\n\n~~~\n# a comment\n~~~\n\n## Tests\n\n```\n# never closed\n", encoding="utf-8")
+    assert [(h.level, h.title) for h in extract(p).headings] == [(1, "Set-up"), (2, "Web UI"), (2, "Tests")]
+
+
 def test_rst_headings_and_levels(tmp_path):
     p = tmp_path / "guide.rst"
     p.write_text("=====\nGuide\n=====\n\nIntro.\n\nInstall\n-------\n\nRun pip.\n\nUpgrade\n-------\n\nAgain.\n", encoding="utf-8")

@@ -6,6 +6,7 @@ it never aborts a sync (docs/invariants.md, 5).
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import io
 import re
@@ -84,6 +85,29 @@ _SETEXT = re.compile(r"^(?P<title>[^\n]+)\n(?P<rule>=+|-+)[ \t]*$", re.M)
 _RST_ADORN = re.compile(r"^([=\-~^\"'`#*+:.<>_])\1{2,}[ \t]*$")
 
 
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def fenced_code_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of Markdown's fenced code blocks (``` or ~~~, CommonMark's rule: closed
+    by a fence of the same character at least as long; an unclosed one runs to the end). A shell
+    comment in a code block (`# install it`) is not a heading."""
+    spans, opened, offset = [], None, 0
+    for line in text.splitlines(keepends=True):
+        m = _FENCE.match(line)
+        if m:
+            fence = m.group(1)
+            if opened is None:
+                opened = (offset, fence)
+            elif fence[0] == opened[1][0] and len(fence) >= len(opened[1]) and not line[m.end():].strip():
+                spans.append((opened[0], offset + len(line)))
+                opened = None
+        offset += len(line)
+    if opened is not None:
+        spans.append((opened[0], len(text)))
+    return spans
+
+
 def markdown_headings(text: str) -> list[Heading]:
     heads = []
     for m in _ATX.finditer(text):
@@ -94,6 +118,11 @@ def markdown_headings(text: str) -> list[Heading]:
         title = m.group("title").strip()
         if title and not title.startswith(("#", "-", "*", ">", "|")) and len(title) < 200:
             heads.append(Heading(m.start(), 1 if m.group("rule")[0] == "=" else 2, title))
+    code = fenced_code_spans(text)
+    if code:
+        starts = [start for start, _ in code]
+        # bisect: the last span starting at or before the heading, if it still covers it
+        heads = [h for h in heads if not ((i := bisect.bisect_right(starts, h.offset) - 1) >= 0 and h.offset < code[i][1])]
     return sorted(heads, key=lambda h: h.offset)
 
 
