@@ -121,6 +121,11 @@ def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):
     assert stage2["config"]["init"] == str(hpd_dir / "student" / "model") and stage2["config"]["hpd_weight"] > 0
     card = json.loads((root / "assets" / "student" / "card.json").read_text())
     assert card["max_length"] == 64 and "stage 2" in card["role"]
+    # The student's card holds the records of the stages it grew from, and renders them.
+    earlier = card["training"]["earlier_stages"]
+    assert [e["name"].split(":")[0] for e in earlier] == ["stage 1a", "stage 1"]
+    assert earlier[0]["pairs"] == warm["pairs"] and earlier[1]["curve"] == stage1["curve"]
+    assert "### Before this: stage 1a" in (root / "assets" / "student" / "card.md").read_text()
 
 
 def test_no_held_out_text_is_trained_on(tiny_run):

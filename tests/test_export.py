@@ -333,3 +333,21 @@ def test_card_md_renders_a_training_record_as_lines_not_json(tiny):
     assert "- examples: 4500" in section and "- loss last 50: 1.631" in section
     assert "`seed=0`" in section and "`keep_layers=[0, 2, 5]`" in section
     assert '{"config"' not in section
+
+
+def test_card_md_renders_the_stages_a_student_grew_from(tiny):
+    """A stage-2 card carries stage 1a's and stage 1's records: each gets its heading, settings and
+    learning curve, after the student's own figures."""
+    from edge_dse.distill.cards import render_card_md
+
+    _, _, _, card = tiny
+    curve = [{"step": 0, "pairs_seen": 0, "debian": 0.5, "mean": 0.5}, {"step": 400, "pairs_seen": 12800, "debian": 0.7, "mean": 0.7}]
+    training = {"config": {"hpd_weight": 1.0}, "examples": 4500, "earlier_stages": [
+        {"name": "stage 1a: the base model's own space", "config": {"keep_layers": [0, 2, 5]}, "pairs": 57700, "curve": curve},
+        {"name": "stage 1: projective distillation of all-mpnet-base-v2", "config": {"lr": 0.0001}, "pairs": 25600, "curve": curve[:1]}]}
+    section = render_card_md({**card, "training": training}).split("## Training data")[1].split("## Limits")[0]
+    own, warm = section.split("### Before this: stage 1a")
+    warm, stage1 = warm.split("### Before this: stage 1:")
+    assert "- examples: 4500" in own and "`hpd_weight=1.0`" in own and "earlier" not in own
+    assert "- pairs: 57700" in warm and "| 400 | 12,800 | 0.7 | 0.7 |" in warm
+    assert "- pairs: 25600" in stage1 and "`lr=0.0001`" in stage1 and "| 400 |" not in stage1

@@ -228,7 +228,7 @@ def training_md(training: dict) -> str:
     """A distilled model's training record as lines a reader can scan: the run's figures first,
     then every setting (the exact values the re-make command needs)."""
     config = training.get("config") or {}
-    tables = {"curve", "trials"}
+    tables = {"curve", "trials", "earlier_stages"}
     figures = {k: v for k, v in training.items() if k != "config" and k not in tables}
     text_set = figures.pop("text_set", None)
     lines = [f"- {k.replace('_', ' ')}: {f'{v:.4g}' if isinstance(v, float) else v}" for k, v in figures.items()]
@@ -247,6 +247,9 @@ def training_md(training: dict) -> str:
                   "| trial | pairs | steps | start | end | s |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {t['trial']} | {t['pairs']} | {t['steps']} | {_fmt(t['start'].get('mean'))} | {_fmt(t['end'].get('mean'))} | {t['seconds']} |"
                   for t in training["trials"]]
+    for earlier in training.get("earlier_stages") or []:  # a stage-2 student: the stages it grew from
+        record = {k: v for k, v in earlier.items() if k != "name"}
+        lines += ["", f"### Before this: {earlier['name']}", "", training_md(record)]
     return "\n".join(lines)
 
 

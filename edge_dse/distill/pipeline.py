@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -385,15 +386,31 @@ def export_teacher(plan: Plan, model_dir: Path, asset: Path, max_length: int, ex
                        max_length=max_length, measure_pairs=pairs, log=log, made_by=plan.command(), extra=extra)
 
 
+def earlier_stages(plan: Plan) -> list[dict]:
+    """The training records of the stages a stage-2 student grew from (stage 1a when it ran, then
+    stage 1), each named: the student's card carries every stage's settings, learning curve and
+    trials, so one card says how the shipped model was made (`edge-dse eval --onnx "stage 1=..."`
+    adds stage 1's held-out row beside the student's)."""
+    hpd_dir = plan.work / "hpd"
+    stages = []
+    for name, folder in (("stage 1a: the base model's own space", hpd_dir / "warm"),
+                         ("stage 1: projective distillation of all-mpnet-base-v2", hpd_dir / "student")):
+        if (folder / "train.json").is_file():
+            stages.append({"name": name, **json.loads((folder / "train.json").read_text())})
+    return stages
+
+
 def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, model_id: str, training: Path, log=print,
-                   extra: dict | None = None) -> None:
+                   earlier: Sequence[dict] = (), extra: dict | None = None) -> None:
     from .export import ExportRequest, export_model
     from .measure import MeasureTexts
 
     test = [p for split in plan.test_splits for p in data_mod.read_jsonl(plan.work / "data" / f"{split}.jsonl")[:200]][:200]
     request = ExportRequest(model_id=model_id + ("-tiny" if plan.tiny else ""), name="student",
                             role=f"a 3-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
-                            made_by=plan.command(), extra={"training": json.loads(training.read_text()), **(extra or {})})
+                            made_by=plan.command(),
+                            extra={"training": {**json.loads(training.read_text()), **({"earlier_stages": list(earlier)} if earlier else {})},
+                                   **(extra or {})})
     texts = MeasureTexts([p.passage for p in test], [p.query for p in test],
                          f"held-out pairs ({', '.join(plan.test_splits)}), the first 200")
     export_model(model_dir, asset, request, texts, repeats=1 if plan.tiny else 3, work_dir=asset.parent / "export", log=log)
@@ -465,7 +482,7 @@ def _run(plan: Plan, install: bool, assets: Path | None, log, mapper: tc.Mapper)
     if _step("student export", has_card(student_asset), log):
         export_student(plan, student_dir, student_asset, model_id="edge-dse/student-dse-l3-256", training=work / "student" / "train.json",
                        stage="stage 2 (DSE from the edge_dse teacher" + (", on top of stage 1)" if stage1_dir else ")"),
-                       extra={"teacher": str(teacher_asset)}, log=log)
+                       earlier=earlier_stages(plan) if stage1_dir else (), extra={"teacher": str(teacher_asset)}, log=log)
     if install:
         _install({"teacher": teacher_asset, "student": student_asset}, assets or config.assets_dir(), log)
     return {"teacher": teacher_asset, "student": student_asset, "student_model": student_dir}
