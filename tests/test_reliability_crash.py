@@ -173,7 +173,7 @@ def setup(tmp_path_factory, encoder) -> CrashSetup:
     shutil.copytree(templates["sync"], base / "synced")
     with Library(base / "synced", model=encoder, progress=False) as lib:  # the "sync" scenario, uninterrupted
         lib.sync()
-        assert lib._ann.source == "rebuilt: compaction", lib._ann.source  # so its kills can land in one
+        assert lib.ann_index().source == "rebuilt: compaction", lib.ann_index().source  # so its kills can land in one
         assert chunk_table(lib) == clean["sync"]
     shutil.rmtree(base / "synced")
     setup = CrashSetup(base, docs, pristine, templates, clean, clean_vectors, versions, encoder.dim)
