@@ -17,8 +17,6 @@ committed a group at a time, and a sync stopped in it goes on from its first chu
 
 from __future__ import annotations
 
-import errno
-import functools
 import hashlib
 import json
 import os
@@ -30,11 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from . import config, models, modes
-from .encoder import MIN_MAX_LENGTH, Encoder, chunk_tokens, max_length_for, passage_text
-from .errors import EdgeDSEError, IndexSpecMismatchError, ModelMismatchError
-from .index_spec import IndexSpec, rebuild_flags
+from .encoder import Encoder, max_length_for, passage_text
+from .errors import EdgeDSEError
+from .identity import Identity, shipped_model_that_built_it
+from .index_spec import IndexSpec
 from .models import ModelCard
 from .modes import DEFAULT_MODE, MODES
+from .user_errors import user_errors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -133,57 +133,6 @@ def skipped_text(skipped: dict[str, int], most: int = 6) -> str:
     return f"{n} file{'' if n == 1 else 's'} of other types not indexed: {shown}{more}"
 
 
-def _sqlite_code(exc: BaseException) -> int:
-    """The primary SQLite result code of an error (Python >= 3.11 gives the extended one)."""
-    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-
-
-def _disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    return _sqlite_code(exc) == 13 or "disk is full" in str(exc)  # SQLITE_FULL
-
-
-def _damaged(exc: BaseException) -> bool:
-    """SQLite errors that mean the catalog file is damaged. quick_check on open sees broken page
-    structure, not bytes damaged inside a record: those show only when a query reads them."""
-    if _sqlite_code(exc) in (11, 26):  # SQLITE_CORRUPT, SQLITE_NOTADB
-        return True
-    return any(s in str(exc) for s in ("malformed", "not a database", "Could not decode to UTF-8"))
-
-
-def _user_errors(method):
-    """Turn a full disk or a damaged catalog met mid-way into a one-line EdgeDSEError that names
-    the fix, instead of a raw sqlite3/OS error (a traceback on the command line)."""
-
-    @functools.wraps(method)
-    def wrapper(self: "Library", *args, **kwargs):
-        import sqlite3
-
-        from .store.catalog import corrupt_error
-
-        try:
-            return method(self, *args, **kwargs)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            if _disk_full(exc):
-                raise EdgeDSEError(
-                    f"disk full while writing library {self.path}: free some space and run the command again "
-                    f"(everything committed so far is kept; `edge-dse sync` goes on where it stopped)"
-                ) from exc
-            if isinstance(exc, sqlite3.DatabaseError) and _damaged(exc):
-                # One short line: a decode error quotes the damaged text, newlines and all.
-                raise corrupt_error(self.catalog.path, " ".join(str(exc).split())[:120]) from exc
-            raise
-
-    return wrapper
-
-
-def _model_card(model: str | os.PathLike | Encoder | None) -> ModelCard:
-    if isinstance(model, Encoder):
-        return model.model
-    return ModelCard.load(config.resolve_model_dir(model))
-
-
 class Library:
     """A searchable library of local folders.
 
@@ -233,13 +182,6 @@ class Library:
         self.wait = wait
         self.progress = progress
         self.threads = threads
-        self._max_length = max_length
-        # The IndexSpec fields given explicitly (the chunk size is worked out with the model's card).
-        given = {"ignore_dirs": tuple(sorted(set(ignore_dirs))) if ignore_dirs is not None else None,
-                 "max_file_bytes": max_bytes, "include_hidden": include_hidden, "hnsw_m": hnsw_m,
-                 "hnsw_ef_construction": hnsw_ef_construction}
-        self._spec_given = {name: value for name, value in given.items() if value is not None}
-        self._spec: IndexSpec | None = None
         self.extract_seconds = extract_seconds
         self.extract_memory = extract_memory
         if readonly and not Library.exists(self.path):
@@ -252,9 +194,12 @@ class Library:
         self.catalog: Catalog = Catalog(self.path / CATALOG_FILE, readonly=readonly)
         self._lock = WriterLock(self.path / "write.lock")
         if model is None and not allow_model_change:  # reindex moves a library to the default
-            model = self._shipped_model_that_built_it()
-        self._model_arg = model
-        self._model: ModelCard | None = None
+            model = shipped_model_that_built_it(self.catalog)
+        # The IndexSpec fields given explicitly (the chunk size is worked out with the model's card).
+        given = {"ignore_dirs": tuple(sorted(set(ignore_dirs))) if ignore_dirs is not None else None,
+                 "max_file_bytes": max_bytes, "include_hidden": include_hidden, "hnsw_m": hnsw_m,
+                 "hnsw_ef_construction": hnsw_ef_construction}
+        self._identity = Identity(self.catalog, self.path, model, readonly=readonly, max_length=max_length, given=given)
         self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
         self._ann: AnnIndex | None = None
         self._rerankers: dict[str, "Reranker"] = {}
@@ -262,8 +207,7 @@ class Library:
         self.ann_save_chunks = ANN_SAVE_CHUNKS
         self._chunks_at_save = 0  # report.chunks when the HNSW cache was last saved in this sync
         if not allow_model_change:
-            self._check_model()
-            self._check_spec()
+            self._identity.check()
 
     @staticmethod
     def exists(path: str | os.PathLike) -> bool:
@@ -275,9 +219,7 @@ class Library:
     def model(self) -> ModelCard:
         """The checked card of the model this Library embeds with (read on first use: `status`
         needs none); its role and name label the hits it ranks (models.label)."""
-        if self._model is None:
-            self._model = _model_card(self._model_arg)
-        return self._model
+        return self._identity.model
 
     def ranked_by(self, mode: str = DEFAULT_MODE) -> tuple[str, str]:
         """(label, short label) of what ranks this Library's hits in a search mode, for the CLI and
@@ -293,110 +235,11 @@ class Library:
         """The card, as written, of the model this Library embeds with."""
         return self.model.data
 
-    # -- model identity (invariant 4) ---------------------------------------------------------
-    def _shipped_model_that_built_it(self) -> str | None:
-        """With no model named, an existing library opens with the shipped model that built it
-        (a library made with the baseline keeps working when the student becomes the default);
-        None, the default, for a new library or one built with a model from elsewhere."""
-        name, stored = self.catalog.get_meta("model_name"), self.catalog.get_meta("model_id")
-        if not name or not stored or name == config.default_model_name():
-            return None
-        folder = config.assets_dir() / name
-        try:
-            if models.has_card(folder) and models.read_card(folder).get("id") == stored:
-                return name
-        except EdgeDSEError:
-            pass
-        return None
-
-    def _check_model(self) -> None:
-        stored = self.catalog.get_meta("model_id")
-        card = self.model_card
-        if stored is None:
-            if not self.readonly:
-                self._record_model()
-            return
-        stored_dim = self.catalog.get_meta("model_dim")
-        if stored != card["id"] or str(stored_dim) != str(card["dim"]):
-            raise ModelMismatchError(
-                f"library {self.path} was built with model {stored!r} (dim {stored_dim}), not "
-                f"{card['id']!r} (dim {card['dim']}): open it with that model, or re-embed it with "
-                f"`edge-dse reindex --library {self.path}{self._model_option()}`"
-            )
-
-    def _model_option(self) -> str:
-        """The --model option that names this Library's model on the command line ("" = default)."""
-        if self._model_arg is None:
-            return ""
-        arg = self._model_arg.path if isinstance(self._model_arg, Encoder) else self._model_arg
-        is_folder = os.path.isdir(arg)
-        return f" --model {os.path.abspath(arg) if is_folder else arg}"
-
-    def _record_model(self) -> None:
-        card = self.model_card
-        spec = self.spec  # worked out before the model's rows change: it reads them
-        with self.catalog.transaction():
-            self.catalog.set_meta("model_id", card["id"])
-            self.catalog.set_meta("model_dim", str(card["dim"]))
-            self.catalog.set_meta("model_pooling", card.get("pooling", "mean"))
-            self.catalog.set_meta("model_name", card.get("name", ""))
-            # The settings the stored text and graph depend on, chunk size included (Encoder.chunking):
-            # recorded with the model, so a change of either re-chunks on `reindex`, and status says
-            # how the text was cut.
-            for key, value in spec.meta().items():
-                self.catalog.set_meta(key, value)
-
-    # -- settings (IndexSpec) ------------------------------------------------------------------
     @property
     def spec(self) -> IndexSpec:
         """The settings this Library stores with: each one given, else the one the library
-        records, else the default. A recorded chunk size counts only for the model that cut the
-        chunks: a reindex to another model cuts for its window unless told otherwise."""
-        if self._spec is None:
-            recorded = IndexSpec.recorded(self.catalog.get_meta)
-            if self.catalog.get_meta("model_id") != self.model.id:
-                recorded.pop("chunk_tokens", None)
-            given = dict(self._spec_given)
-            if (tokens := self._given_chunk_tokens()) is not None:
-                given["chunk_tokens"] = tokens
-            self._spec = replace(IndexSpec.default(chunk_tokens(self.model.max_length)), **{**recorded, **given})
-        return self._spec
-
-    def _given_chunk_tokens(self) -> int | None:
-        """The chunk size given: an Encoder's window, or max_length (checked against the model)."""
-        if isinstance(self._model_arg, Encoder):
-            if self._max_length is not None and self._max_length != self._model_arg.max_length:
-                raise EdgeDSEError(f"max_length {self._max_length} differs from the Encoder's {self._model_arg.max_length}: "
-                                   "give it to the Encoder (Encoder(..., max_length=N)), or pass the model's name")
-            return self._model_arg.chunk_tokens
-        if self._max_length is None:
-            return None
-        largest = self.model.max_length
-        if not MIN_MAX_LENGTH <= self._max_length <= largest:
-            raise EdgeDSEError(f"a max length of {self._max_length} tokens does not fit model {self.model.id}: "
-                               f"give --max-length (max_length) from {MIN_MAX_LENGTH} to {largest}")
-        return chunk_tokens(self._max_length)
-
-    def _check_spec(self) -> None:
-        """Refuse settings given that differ from the recorded ones; record those the library
-        lacks (one made before they were recorded adopts the current ones)."""
-        recorded = IndexSpec.recorded(self.catalog.get_meta)
-        differences = self.spec.differences(recorded)
-        if differences:
-            flags = rebuild_flags(self.spec, {d.split(" ", 1)[0] for d in differences},
-                                  max_length=max_length_for(self.spec.chunk_tokens))
-            raise IndexSpecMismatchError(
-                f"library {self.path} was built with other settings ({'; '.join(differences)}): open it "
-                f"without them to use its own, or rebuild it with them with "
-                f"`edge-dse reindex --library {self.path}{self._model_option()}{flags}`")
-        # A library from before chunks were counted in tokens was cut by characters: no chunk size
-        # is recorded for it until a reindex cuts it again (status tells the two apart).
-        missing = {key: value for key, value in self.spec.meta().items()
-                   if key not in recorded and key != "chunk_tokens"}
-        if missing and not self.readonly:
-            with self.catalog.transaction():
-                for key, value in missing.items():
-                    self.catalog.set_meta(key, value)
+        records, else the default (identity.Identity.spec)."""
+        return self._identity.spec
 
     @property
     def encoder(self) -> Encoder:
@@ -428,7 +271,7 @@ class Library:
         reader of indexed files reads no more than this."""
         return self.spec.max_file_bytes
 
-    @_user_errors
+    @user_errors
     def add(self, *folders: str | os.PathLike, cluster: "str | RayCluster | None" = None) -> SyncReport:
         """Add folders to the library and index them (an already added folder is re-synced).
 
@@ -455,7 +298,7 @@ class Library:
                 self.catalog.add_folder(path)
             return self._sync(paths, runner)
 
-    @_user_errors
+    @user_errors
     def sync(self, folders: Sequence[str | os.PathLike] | None = None, *,
              cluster: "str | RayCluster | None" = None) -> SyncReport:
         """Bring the library up to date with its folders: new, changed, renamed, deleted files
@@ -471,7 +314,7 @@ class Library:
                     raise EdgeDSEError(f"{unknown[0]} is not in this library: add it with `edge-dse index {unknown[0]}`")
             return self._sync(targets, runner)
 
-    @_user_errors
+    @user_errors
     def remove(self, folder: str | os.PathLike) -> int:
         """Remove a folder (its files and chunks) from the library; returns files removed."""
         path = os.path.abspath(Path(folder).expanduser())
@@ -484,7 +327,7 @@ class Library:
             self.catalog.reclaim_space()
             return removed
 
-    @_user_errors
+    @user_errors
     def reindex(self, *, cluster: "str | RayCluster | None" = None) -> SyncReport:
         """Re-embed every folder with this library's current model and settings (after a model
         change, or to re-chunk with another max length; cluster: as in `add`). The new IndexSpec
@@ -501,7 +344,7 @@ class Library:
                     for folder in folders:
                         self.catalog.remove_folder(folder)
                         self.catalog.add_folder(folder)
-                    self._record_model()
+                    self._identity.record()
                     self.catalog.set_meta(REINDEX_KEY, target)
             report = self._sync(folders, runner)
             self.catalog.delete_meta(REINDEX_KEY)
@@ -736,7 +579,7 @@ class Library:
         return AnnIndex.open(self.path, self.model.dim, self.catalog, M=self.spec.hnsw_m,
                              ef_construction=self.spec.hnsw_ef_construction, **kwargs)
 
-    @_user_errors
+    @user_errors
     def refresh_index(self) -> None:
         """Bring the HNSW cache in line with the catalog and save it, under the writer lock:
         what a sync does at its end, for a caller that wrote chunks through `catalog` itself."""
@@ -788,7 +631,7 @@ class Library:
         return ids, scores
 
     # -- searching ----------------------------------------------------------------------------
-    @_user_errors
+    @user_errors
     def search(self, query: str, k: int = 10, *, mode: str = DEFAULT_MODE, ef_search: int | None = None) -> Hits:
         """The k best chunks for a query. Modes: "vector" (the encoder + HNSW), "keyword"
         (SQLite FTS5 BM25) or "hybrid" (both, merged by modes.fuse: weighted reciprocal rank fusion).
@@ -844,7 +687,7 @@ class Library:
         timings["total_ms"] = sum(timings.values())
         return Hits(hits, {k: round(v, 3) for k, v in timings.items()}, mode)
 
-    @_user_errors
+    @user_errors
     def rerank(self, query: str, hits: Sequence[Hit], *, teacher: "str | os.PathLike | Reranker | None" = None,
                depth: int | None = None, on_progress: "Progress | None" = None) -> Hits:
         """The hits re-ordered by the teacher (a cross-encoder reading query and chunk together).
@@ -897,7 +740,7 @@ class Library:
                     disable=not self.progress or hits <= RERANK_BAR_MIN_HITS)
 
     # -- reporting ----------------------------------------------------------------------------
-    @_user_errors
+    @user_errors
     def status(self, errors_limit: int | None = None) -> dict:
         """Counts, folders, the model, failed files (the first `errors_limit` of them when given;
         all counted by kind of reason) and the index state."""
