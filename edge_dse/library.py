@@ -21,19 +21,19 @@ import hashlib
 import json
 import os
 import time
-import unicodedata
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
-from . import config, models, modes
+from . import config, models
 from .encoder import Encoder, max_length_for, passage_text
 from .errors import EdgeDSEError
 from .identity import Identity, shipped_model_that_built_it
 from .index_spec import IndexSpec
 from .models import ModelCard
-from .modes import DEFAULT_MODE, MODES
+from .modes import DEFAULT_MODE
+from .searcher import MAX_QUERY_CHARS, RERANK_BAR_MIN_HITS, Hit, Hits, Query, Searcher  # noqa: F401
 from .user_errors import user_errors
 
 if TYPE_CHECKING:
@@ -57,46 +57,6 @@ FAILURES_PER_COMMIT = 1000
 # Meta key that marks a reindex under way: the id of the model it re-embeds with and the
 # IndexSpec it records (a run with other settings starts over instead of going on).
 REINDEX_KEY = "reindex_to"
-# A rerank of at most this many hits shows no progress bar: the teacher scores them in a batch
-# or two, and a bar would only flicker.
-RERANK_BAR_MIN_HITS = 8
-# A query longer than this is cut before encoding/keyword search: the encoder truncates at its
-# max length anyway, and tokenising megabytes of text would only waste time.
-MAX_QUERY_CHARS = 20_000
-
-
-@dataclass
-class Hit:
-    """One search result: a chunk of a file."""
-
-    rank: int
-    score: float
-    path: str
-    text: str
-    start: int  # character offsets of the chunk in the file's extracted text
-    end: int
-    heading: str
-    chunk_id: int
-    student_rank: int | None = None  # after a teacher rerank: the rank the student gave it
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def moved(self) -> str:
-        """After a rerank, how far it moved from the student's rank: ↑n, ↓n or = ("" before)."""
-        if self.student_rank is None:
-            return ""
-        step = self.student_rank - self.rank
-        return f"↑{step}" if step > 0 else f"↓{-step}" if step < 0 else "="
-
-
-class Hits(list):
-    """A list of Hit that also carries how long each stage of the search took (ms)."""
-
-    def __init__(self, hits: Iterable[Hit] = (), timings: dict | None = None, mode: str = "vector"):
-        super().__init__(hits)
-        self.timings: dict[str, float] = timings or {}
-        self.mode = mode
 
 
 @dataclass
@@ -202,7 +162,8 @@ class Library:
         self._identity = Identity(self.catalog, self.path, model, readonly=readonly, max_length=max_length, given=given)
         self._encoder: Encoder | None = model if isinstance(model, Encoder) else None
         self._ann: AnnIndex | None = None
-        self._rerankers: dict[str, "Reranker"] = {}
+        self._searcher = Searcher(self.catalog, ann_index=self.ann_index, encoder=lambda: self.encoder,
+                                  encoder_loaded=lambda: self._encoder is not None, threads=threads, progress=progress)
         self._failures: list[tuple] = []  # failed files waiting to be recorded (_fail)
         self.ann_save_chunks = ANN_SAVE_CHUNKS
         self._chunks_at_save = 0  # report.chunks when the HNSW cache was last saved in this sync
@@ -610,82 +571,16 @@ class Library:
         self._lock.release()
         return True
 
-    def _vector_candidates(self, query_vector: "np.ndarray", k: int,
-                           ef_search: int | None = None) -> tuple[list[int], list[float]]:
-        import numpy as np
-
-        index = self.ann_index()
-        ids, scores = index.search(query_vector, k, ef_search=ef_search)
-        ids, scores = list(map(int, ids)), list(map(float, scores))
-        if index.generation != self.catalog.generation:
-            # The index lags the catalog (a writer is mid-sync): score the chunks it lacks
-            # exactly, so a reader still sees every committed file. Stale ids are dropped
-            # later, when rows are fetched.
-            missing = np.setdiff1d(self.catalog.all_ids(), index.ids(), assume_unique=True)
-            if len(missing):
-                extra = self.catalog.get_vectors(missing) @ query_vector
-                ids += list(map(int, missing))
-                scores += list(map(float, extra))
-                order = np.argsort(-np.asarray(scores))[: k + len(missing)]
-                ids, scores = [ids[i] for i in order], [scores[i] for i in order]
-        return ids, scores
-
-    # -- searching ----------------------------------------------------------------------------
+    # -- searching (searcher.Searcher) ----------------------------------------------------------
     @user_errors
     def search(self, query: str, k: int = 10, *, mode: str = DEFAULT_MODE, ef_search: int | None = None) -> Hits:
         """The k best chunks for a query. Modes: "vector" (the encoder + HNSW), "keyword"
-        (SQLite FTS5 BM25) or "hybrid" (both, merged by modes.fuse: weighted reciprocal rank fusion).
+        (SQLite FTS5 BM25) or "hybrid" (both, merged by modes.fuse: scores scaled and weighted).
 
         ef_search: the HNSW candidate list of this search (None: the index's default, see
         store.ann.AnnIndex); higher finds more of the true nearest chunks, slower. Never below
-        the hits fetched."""
-        if mode not in MODES:
-            raise EdgeDSEError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
-        if k < 1:
-            raise EdgeDSEError(f"k must be at least 1 (got {k})")
-        if ef_search is not None and ef_search < 1:
-            raise EdgeDSEError(f"ef_search must be at least 1 (got {ef_search}): give --ef-search 1 or more, "
-                               "or leave it out for the index's default")
-        query = (query or "")[:MAX_QUERY_CHARS]
-        # Lone surrogates (undecodable bytes in argv) cannot be encoded for the tokenizer: U+FFFD.
-        # NFKC as the documents' text (ingest.extract.normalise): "ｆｕｌｌ" finds "full" by vector too.
-        query = unicodedata.normalize("NFKC", query.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
-        timings: dict[str, float] = {}
-        if not query.strip():
-            return Hits([], timings, mode)
-        depth = max(k, modes.FUSION_DEPTH) if mode == "hybrid" else k
-        ranked: dict[str, list[tuple[int, float]]] = {}
-        if mode in ("vector", "hybrid"):
-            if self._encoder is None:  # the first vector search of this Library loads the model
-                t0 = time.perf_counter()
-                self.encoder
-                timings["model_load_ms"] = (time.perf_counter() - t0) * 1000
-            t0 = time.perf_counter()
-            qv = self.encoder.encode([query], kind="query")[0]
-            t1 = time.perf_counter()
-            # Over-fetch a little: ids deleted since the index was saved are dropped at fetch.
-            ids, scores = self._vector_candidates(qv, depth + 10, ef_search)
-            timings["encode_ms"] = (t1 - t0) * 1000
-            timings["ann_ms"] = (time.perf_counter() - t1) * 1000
-            ranked["vector"] = list(zip(ids, scores))
-        if mode in ("keyword", "hybrid"):
-            t0 = time.perf_counter()
-            ranked["keyword"] = self.catalog.keyword_search(query, depth)
-            timings["keyword_ms"] = (time.perf_counter() - t0) * 1000
-        if mode == "hybrid":
-            candidates = modes.fuse(ranked["vector"], ranked["keyword"], depth=depth)
-        else:
-            candidates = ranked[mode]
-        t0 = time.perf_counter()
-        rows = self.catalog.get_chunks([cid for cid, _ in candidates[: k + 10]])
-        timings["fetch_ms"] = (time.perf_counter() - t0) * 1000
-        score_of = dict(candidates)
-        hits = [
-            Hit(rank=i + 1, score=round(score_of[r.id], 6), path=r.path, text=r.text, start=r.start, end=r.end, heading=r.heading, chunk_id=r.id)
-            for i, r in enumerate(rows[:k])
-        ]
-        timings["total_ms"] = sum(timings.values())
-        return Hits(hits, {k: round(v, 3) for k, v in timings.items()}, mode)
+        the hits fetched. The Hits carry each stage's time (Hits.timings)."""
+        return self._searcher.search(Query(query, k, mode, ef_search))
 
     @user_errors
     def rerank(self, query: str, hits: Sequence[Hit], *, teacher: "str | os.PathLike | Reranker | None" = None,
@@ -696,48 +591,10 @@ class Library:
         (default: the depth its card records, else rerank.DEFAULT_DEPTH); the hits below follow in
         the student's order with the student's scores and no `student_rank` (not re-scored). Each
         re-scored Hit has the teacher's score and, in `student_rank`, where the student had it.
-        `teacher` is a folder, a shipped name or a loaded Reranker; `on_progress(done, total)`
-        hears of each batch the teacher scores."""
-        from .encoder import passage_text
-        from .rerank import Reranker
-
-        timings: dict[str, float] = {}
-        if isinstance(teacher, Reranker):
-            reranker = teacher
-        else:
-            key = str(teacher or "")
-            if key not in self._rerankers:
-                t0 = time.perf_counter()
-                self._rerankers[key] = Reranker(teacher, threads=self.threads)
-                timings["teacher_load_ms"] = (time.perf_counter() - t0) * 1000
-            reranker = self._rerankers[key]
-        depth = reranker.default_depth if depth is None else int(depth)
-        if depth < 1:
-            raise EdgeDSEError(f"a rerank depth of {depth} re-scores nothing: give 1 or more hits")
-        head, tail = list(hits[:depth]), list(hits[depth:])
-        t0 = time.perf_counter()
-        query = unicodedata.normalize("NFKC", (query or "")[:MAX_QUERY_CHARS])
-        with self._rerank_bar(len(head)) as bar:
-            def report(done: int, total: int) -> None:
-                bar.update(done - bar.n)
-                if on_progress is not None:
-                    on_progress(done, total)
-
-            order = reranker.rerank(query, [passage_text(h.text, h.heading) for h in head], on_progress=report)
-        timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
-        out = [
-            replace(head[r.index], rank=new_rank + 1, score=round(r.score, 6), student_rank=head[r.index].rank)
-            for new_rank, r in enumerate(order)
-        ] + [replace(h, rank=len(head) + i + 1, student_rank=None) for i, h in enumerate(tail)]
-        return Hits(out, {k: round(v, 3) for k, v in timings.items()}, getattr(hits, "mode", DEFAULT_MODE))
-
-    def _rerank_bar(self, hits: int):
-        """A progress bar on stderr for a rerank of more than RERANK_BAR_MIN_HITS hits (when this
-        Library shows progress at all), else one that draws nothing."""
-        from tqdm import tqdm
-
-        return tqdm(total=hits, desc="reranking", unit="hit", leave=False,
-                    disable=not self.progress or hits <= RERANK_BAR_MIN_HITS)
+        `teacher` is a folder, a shipped name or a loaded Reranker (a named one is loaded once
+        per Library); `on_progress(done, total)` hears of each batch the teacher scores. The
+        result keeps the timings of `hits` and adds teacher_load_ms and rerank_ms."""
+        return self._searcher.rerank(query, hits, teacher=teacher, depth=depth, on_progress=on_progress)
 
     # -- reporting ----------------------------------------------------------------------------
     @user_errors
