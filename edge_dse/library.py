@@ -7,90 +7,41 @@ Layout of a library folder:
                  generation it reflects; rebuilt when missing, stale or unreadable.
     write.lock   held by the one process that writes (invariant 2).
 
-Syncing is incremental: a file whose size and mtime are unchanged is skipped; one whose bytes
-hash the same is only re-stamped; a renamed or copied file reuses the vectors of the content
-it had; only new content is extracted, chunked and embedded. Files are embedded in groups of
-EMBED_GROUP_CHUNKS chunks and then each is committed in its own transaction, so a crash loses only
-the group in flight; the next sync redoes just that. A file of more chunks than a group is
-committed a group at a time, and a sync stopped in it goes on from its first chunk not committed.
+`Library` is the public face. It owns the catalog, the writer lock, the model and settings it
+records (identity.Identity), the encoder and the HNSW cache, and hands them to the two paths:
+writing (indexer.Indexer: discover, extract, chunk, embed, commit; incremental) and reading
+(searcher.Searcher: a Query, vector/keyword/hybrid, hits, the teacher's rerank).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 from . import config, models
-from .encoder import Encoder, max_length_for, passage_text
+from .encoder import Encoder, max_length_for
 from .errors import EdgeDSEError
 from .identity import Identity, shipped_model_that_built_it
 from .index_spec import IndexSpec
+from .indexer import ANN_SAVE_CHUNKS, EMBED_GROUP_CHUNKS, Indexer, SyncReport, folders_to_add, skipped_text  # noqa: F401
 from .models import ModelCard
 from .modes import DEFAULT_MODE
 from .searcher import MAX_QUERY_CHARS, RERANK_BAR_MIN_HITS, Hit, Hits, Query, Searcher  # noqa: F401
 from .user_errors import user_errors
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from .cluster import RayCluster, RayIndexer
+    from .cluster import RayCluster
     from .rerank import Progress, Reranker
-
     from .store import AnnIndex, Catalog
 
 # The catalog's file in a library folder (see the layout above).
 CATALOG_FILE = "catalog.db"
-# Chunks embedded together: large enough to keep batches full across many small files.
-EMBED_GROUP_CHUNKS = 256
-# During a long sync the HNSW cache is brought up to date and saved after every this many
-# chunks committed, not only at the end: a reader scores the chunks the saved cache lacks one
-# by one, which took 0.5-0.9 s and 600 MB a search during a long first sync.
-ANN_SAVE_CHUNKS = 20_000
-# Failed files recorded in one transaction.
-FAILURES_PER_COMMIT = 1000
 # Meta key that marks a reindex under way: the id of the model it re-embeds with and the
 # IndexSpec it records (a run with other settings starts over instead of going on).
 REINDEX_KEY = "reindex_to"
-
-
-@dataclass
-class SyncReport:
-    """What a sync did. `errors` lists the files that failed in this sync, with reasons."""
-
-    folders: list[str] = field(default_factory=list)
-    seen: int = 0
-    added: int = 0
-    updated: int = 0
-    reused: int = 0  # renamed/copied files whose vectors were reused
-    unchanged: int = 0
-    removed: int = 0
-    failed: int = 0
-    chunks: int = 0  # chunks embedded in this sync
-    seconds: float = 0.0
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)  # files of other types, not indexed, by kind
-
-    def summary(self) -> str:
-        return (
-            f"{self.seen} files seen: {self.added} added, {self.updated} updated, {self.reused} moved/copied, "
-            f"{self.unchanged} unchanged, {self.removed} removed, {self.failed} failed; "
-            f"{self.chunks} chunks embedded in {self.seconds:.1f} s" + (f"; {skipped_text(self.skipped)}" if self.skipped else "")
-        )
-
-
-def skipped_text(skipped: dict[str, int], most: int = 6) -> str:
-    """'12 files of other types not indexed: .png 9, .zip 2, no suffix (not text) 1'."""
-    kinds = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
-    shown = ", ".join(f"{kind} {n}" for kind, n in kinds[:most])
-    more = f", {len(kinds) - most} more kinds" if len(kinds) > most else ""
-    n = sum(skipped.values())
-    return f"{n} file{'' if n == 1 else 's'} of other types not indexed: {shown}{more}"
 
 
 class Library:
@@ -164,9 +115,7 @@ class Library:
         self._ann: AnnIndex | None = None
         self._searcher = Searcher(self.catalog, ann_index=self.ann_index, encoder=lambda: self.encoder,
                                   encoder_loaded=lambda: self._encoder is not None, threads=threads, progress=progress)
-        self._failures: list[tuple] = []  # failed files waiting to be recorded (_fail)
-        self.ann_save_chunks = ANN_SAVE_CHUNKS
-        self._chunks_at_save = 0  # report.chunks when the HNSW cache was last saved in this sync
+        self.ann_save_chunks = ANN_SAVE_CHUNKS  # a sync saves the HNSW cache after this many chunks
         if not allow_model_change:
             self._identity.check()
 
@@ -176,20 +125,12 @@ class Library:
         opening it: a caller can say "no library yet" instead of creating an empty one."""
         return (Path(path) / CATALOG_FILE).is_file()
 
+    # -- the model and settings it records (invariant 4; identity.Identity) ---------------------
     @property
     def model(self) -> ModelCard:
         """The checked card of the model this Library embeds with (read on first use: `status`
         needs none); its role and name label the hits it ranks (models.label)."""
         return self._identity.model
-
-    def ranked_by(self, mode: str = DEFAULT_MODE) -> tuple[str, str]:
-        """(label, short label) of what ranks this Library's hits in a search mode, for the CLI and
-        the UI: its encoder, named by models.label from its role ("baseline (default encoder)";
-        short "baseline"), BM25, or both."""
-        if mode == "keyword":
-            return "keyword search (BM25)", "BM25"
-        long, short = models.label(self.model), models.label(self.model, short=True)
-        return (f"{long} + BM25", f"{short} + BM25") if mode == "hybrid" else (long, short)
 
     @property
     def model_card(self) -> dict:
@@ -203,6 +144,21 @@ class Library:
         return self._identity.spec
 
     @property
+    def max_file_bytes(self) -> int:
+        """The largest file this library indexes (its spec's): bigger files are skipped, and a
+        reader of indexed files reads no more than this."""
+        return self.spec.max_file_bytes
+
+    def ranked_by(self, mode: str = DEFAULT_MODE) -> tuple[str, str]:
+        """(label, short label) of what ranks this Library's hits in a search mode, for the CLI and
+        the UI: its encoder, named by models.label from its role ("baseline (default encoder)";
+        short "baseline"), BM25, or both."""
+        if mode == "keyword":
+            return "keyword search (BM25)", "BM25"
+        long, short = models.label(self.model), models.label(self.model, short=True)
+        return (f"{long} + BM25", f"{short} + BM25") if mode == "hybrid" else (long, short)
+
+    @property
     def encoder(self) -> Encoder:
         """The encoder, loaded on first use (keyword search never needs it), with the window of
         this library's chunks."""
@@ -210,7 +166,7 @@ class Library:
             self._encoder = Encoder(self.model, threads=self.threads, max_length=max_length_for(self.spec.chunk_tokens))
         return self._encoder
 
-    # -- writing ------------------------------------------------------------------------------
+    # -- writing (indexer.Indexer, under the writer lock) ----------------------------------------
     @contextmanager
     def _writing(self) -> Iterator[None]:
         if self.readonly:
@@ -221,16 +177,13 @@ class Library:
         finally:
             self._lock.release()
 
-    def _discover_kwargs(self) -> dict:
-        spec = self.spec
-        return {"ignore_dirs": frozenset(spec.ignore_dirs), "max_bytes": spec.max_file_bytes,
-                "include_hidden": spec.include_hidden}
-
-    @property
-    def max_file_bytes(self) -> int:
-        """The largest file this library indexes (its spec's): bigger files are skipped, and a
-        reader of indexed files reads no more than this."""
-        return self.spec.max_file_bytes
+    def _indexer(self, cluster: "str | RayCluster | None") -> Indexer:
+        """One sync's Indexer, with this library's catalog, settings, encoder and HNSW cache (on
+        a cluster: "auto", a Ray address or a cluster.RayCluster; None: a local sync)."""
+        return Indexer(self.catalog, self.spec, encoder=lambda: self.encoder, refresh_index=self._refresh_index,
+                       cluster=cluster, model_folder=self.model.folder if cluster is not None else None,
+                       progress=self.progress, extract_seconds=self.extract_seconds,
+                       extract_memory=self.extract_memory, ann_save_chunks=self.ann_save_chunks)
 
     @user_errors
     def add(self, *folders: str | os.PathLike, cluster: "str | RayCluster | None" = None) -> SyncReport:
@@ -238,33 +191,18 @@ class Library:
 
         cluster: run the read/extract/chunk/embed step on a Ray cluster ("auto", a Ray address
         or a cluster.RayCluster; needs the cluster extra). The catalog is still written here."""
-        if not folders:
-            raise EdgeDSEError("name at least one folder to add")
-        from .ingest.discover import printable
-
-        paths = []
-        for folder in folders:
-            path = Path(folder).expanduser()
-            if not path.is_dir():
-                raise EdgeDSEError(f"{folder}: not a folder (give the path of a folder to index)")
-            path = os.path.abspath(path)
-            try:
-                path.encode("utf-8")
-            except UnicodeEncodeError:  # undecodable bytes: the catalog stores paths as text
-                raise EdgeDSEError(f"{printable(Path(path))}: the folder's path is not valid UTF-8 text: "
-                                   f"rename it to index it") from None
-            paths.append(path)
-        with self._writing(), self._cluster(cluster) as runner:
+        paths = folders_to_add(folders)
+        with self._writing(), self._indexer(cluster) as indexer:
             for path in paths:
                 self.catalog.add_folder(path)
-            return self._sync(paths, runner)
+            return indexer.sync(paths)
 
     @user_errors
     def sync(self, folders: Sequence[str | os.PathLike] | None = None, *,
              cluster: "str | RayCluster | None" = None) -> SyncReport:
         """Bring the library up to date with its folders: new, changed, renamed, deleted files
         (cluster: as in `add`)."""
-        with self._writing(), self._cluster(cluster) as runner:
+        with self._writing(), self._indexer(cluster) as indexer:
             known = self.catalog.folders()
             if folders is None:
                 targets = known
@@ -273,7 +211,7 @@ class Library:
                 unknown = [t for t in targets if t not in known]
                 if unknown:
                     raise EdgeDSEError(f"{unknown[0]} is not in this library: add it with `edge-dse index {unknown[0]}`")
-            return self._sync(targets, runner)
+            return indexer.sync(targets)
 
     @user_errors
     def remove(self, folder: str | os.PathLike) -> int:
@@ -297,7 +235,7 @@ class Library:
         The catalog notes a reindex under way (and to which model) until it ends: a reindex
         stopped mid-way and run again goes on where it stopped, like a sync, instead of
         dropping what the first run embedded."""
-        with self._writing(), self._cluster(cluster) as runner:
+        with self._writing(), self._indexer(cluster) as indexer:
             folders = self.catalog.folders()
             target = json.dumps({"model_id": self.model.id, **self.spec.meta()}, sort_keys=True)
             if self.catalog.get_meta(REINDEX_KEY) != target:
@@ -307,222 +245,9 @@ class Library:
                         self.catalog.add_folder(folder)
                     self._identity.record()
                     self.catalog.set_meta(REINDEX_KEY, target)
-            report = self._sync(folders, runner)
+            report = indexer.sync(folders)
             self.catalog.delete_meta(REINDEX_KEY)
             return report
-
-    def _sync(self, folders: list[str], cluster: "RayIndexer | None" = None) -> SyncReport:
-        from .ingest import FoundFile, discover
-        from .ingest.discover import OtherType
-
-        report = SyncReport(folders=list(folders))
-        self._failures = []  # none left from a sync that raised
-        self._chunks_at_save = 0
-        started = time.perf_counter()
-        for folder in folders:
-            known = self.catalog.files_in(folder)
-            if not os.path.isdir(folder):
-                # An unmounted drive or a moved folder: keep what was indexed, say so.
-                report.errors.append((folder, "folder is missing: its files are kept; remove it with `edge-dse remove`"))
-                report.failed += 1
-                continue
-            found = list(self._progress(discover(Path(folder), **self._discover_kwargs()), desc=f"scanning {folder}", unit=" files"))
-            todo = []
-            seen: set[str] = set()
-            skipped: dict[str, int] = {}
-            for item in found:
-                if isinstance(item, OtherType):
-                    skipped[item.kind] = skipped.get(item.kind, 0) + 1
-                    continue
-                path = str(item.path)
-                seen.add(path)
-                report.seen += 1
-                if not isinstance(item, FoundFile):
-                    self._fail(folder, item, item.reason, report, drop_chunks=item.policy, stat=False)
-                    continue
-                row = known.get(path)
-                if row is not None and row.size == item.size and row.mtime_ns == item.mtime_ns:
-                    report.unchanged += 1  # including files that failed before and did not change
-                    continue
-                todo.append(item)
-            for kind, n in skipped.items():
-                report.skipped[kind] = report.skipped.get(kind, 0) + n
-            self.catalog.set_meta(self.catalog.skipped_key(folder), json.dumps(skipped))
-            self._index_files(folder, todo, known, report, cluster)
-            self._record_failures()
-            for path in sorted(set(known) - seen):
-                self.catalog.remove_file(path)
-                report.removed += 1
-        self._refresh_index()
-        self.catalog.reclaim_space()
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _index_files(self, folder: str, todo: list, known: dict, report: SyncReport,
-                     cluster: "RayIndexer | None" = None) -> None:
-        """Read, hash, extract, chunk and embed files; commit each file on its own. With a
-        cluster, new content is extracted, chunked and embedded there (edge_dse.cluster)."""
-        from .ingest.budget import BudgetedExtractor
-
-        budget = {k: v for k, v in (("seconds", self.extract_seconds), ("memory_bytes", self.extract_memory))
-                  if v is not None}
-        with BudgetedExtractor(**budget) as extract:
-            self._index_with(extract, folder, todo, known, report, cluster)
-
-    def _index_with(self, extract, folder: str, todo: list, known: dict, report: SyncReport,
-                    cluster: "RayIndexer | None" = None) -> None:
-        from .ingest import ExtractError, chunk_text
-        from .ingest.discover import Refused, read_inside
-
-        pending: list[tuple] = []  # (file, sha256, chunks) waiting for embedding
-        pending_chunks = 0
-        real_root = os.path.realpath(folder)
-        max_bytes = self.max_file_bytes
-        bar = self._progress(todo, desc="indexing", unit=" files")
-        for item in bar:
-            path = str(item.path)
-            try:
-                # Checked again as it is opened: the file may have been swapped since the scan.
-                data = read_inside(item.path, real_root, max_bytes)
-            except Refused as exc:
-                self._fail(folder, item, str(exc), report, drop_chunks=True)
-                continue
-            except FileNotFoundError:
-                # Vanished between discovery and reading: it is simply gone.
-                if path in known:
-                    self.catalog.remove_file(path)
-                    report.removed += 1
-                continue
-            except OSError as exc:
-                self._fail(folder, item, f"unreadable: {exc.strerror or exc}", report)
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            row = known.get(path)
-            if row is not None and row.sha256 == sha and row.status == "ok":
-                self.catalog.touch_file(path, item.size, item.mtime_ns)
-                report.unchanged += 1
-                continue
-            same_content = self.catalog.chunks_for_hash(sha)
-            if same_content is not None:
-                chunks, vectors = same_content
-                self.catalog.put_file(folder, path, item.size, item.mtime_ns, sha, chunks, vectors)
-                report.reused += 1
-                continue
-            if cluster is not None:  # extracted, chunked and embedded there; committed here as they come back
-                self._commit_outcomes(folder, cluster.submit(item, sha, data, row is not None), report)
-                if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(chunks=report.chunks, refresh=False)
-                continue
-            try:
-                chunks = chunk_text(extract(item.path, data), **self.encoder.chunking())
-            except ExtractError as exc:
-                self._fail(folder, item, str(exc), report)
-                continue
-            del data
-            if len(chunks) > EMBED_GROUP_CHUNKS:  # a large file: committed a group at a time
-                self._embed_and_commit(folder, pending, report)
-                pending, pending_chunks = [], 0
-                self._embed_large(folder, item, sha, chunks, row, report)
-                continue
-            pending.append((item, sha, chunks, row is not None))
-            pending_chunks += len(chunks)
-            if pending_chunks >= EMBED_GROUP_CHUNKS:
-                self._embed_and_commit(folder, pending, report)
-                pending, pending_chunks = [], 0
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(chunks=report.chunks + pending_chunks, refresh=False)
-        if pending:
-            self._embed_and_commit(folder, pending, report)
-        if cluster is not None:
-            self._commit_outcomes(folder, cluster.finish(), report)
-
-    def _embed_large(self, folder: str, item, sha: str, chunks: list, row, report: SyncReport) -> None:
-        """Embed and commit a large file's chunks EMBED_GROUP_CHUNKS at a time, so that a stop
-        mid-way keeps what was done: the next sync goes on from the first chunk not committed
-        (the file's row says how far it got, for this content; chunking is deterministic)."""
-        path = str(item.path)
-        done = row.n_chunks if row is not None and row.sha256 == self.catalog.partial_tag(sha) else 0
-        for at in range(done, len(chunks), EMBED_GROUP_CHUNKS):
-            group = chunks[at : at + EMBED_GROUP_CHUNKS]
-            vectors = self.encoder.encode([passage_text(c.text, c.heading) for c in group], kind="document")
-            self.catalog.put_partial(folder, path, sha, group, vectors, total=len(chunks), first=at == 0)
-            report.chunks += len(group)
-            self._save_index_in_steps(report)
-        self.catalog.finish_partial(path, item.size, item.mtime_ns, sha)
-        if row is not None:
-            report.updated += 1
-        else:
-            report.added += 1
-
-    def _embed_and_commit(self, folder: str, pending: list[tuple], report: SyncReport) -> None:
-        if not pending:
-            return
-        texts = [passage_text(c.text, c.heading) for _, _, chunks, _ in pending for c in chunks]
-        self._commit(folder, pending, self.encoder.encode(texts, kind="document"), report)
-
-    def _commit(self, folder: str, pending: list[tuple], vectors: "np.ndarray", report: SyncReport) -> None:
-        """The one commit path of a sync, local or on a cluster: each file in its own transaction."""
-        offset = 0
-        for item, sha, chunks, existed in pending:
-            n = len(chunks)
-            self.catalog.put_file(folder, str(item.path), item.size, item.mtime_ns, sha, chunks, vectors[offset : offset + n])
-            offset += n
-            report.chunks += n
-            if existed:
-                report.updated += 1
-            else:
-                report.added += 1
-        self._save_index_in_steps(report)
-
-    # -- the embed step on a Ray cluster (the cluster extra) -----------------------------------
-    def _cluster(self, cluster: "str | RayCluster | None"):
-        """A RayIndexer session for a sync, or nothing: a local sync."""
-        if cluster is None:
-            return nullcontext()
-        from .cluster import RayIndexer
-
-        return RayIndexer(cluster, self.model.folder, max_length=max_length_for(self.spec.chunk_tokens))
-
-    def _commit_outcomes(self, folder: str, outcomes: list, report: SyncReport) -> None:
-        """Commit files the cluster finished, through the same path as a local sync."""
-        for out in outcomes:
-            if out.reason is not None:  # a failure of the cluster's is stored without the file's
-                # stat, so that the next sync tries the file again (ingest's own reasons are kept)
-                self._fail(folder, out.item, out.reason, report, stat=not out.retry)
-            else:
-                self._commit(folder, [(out.item, out.sha256, out.chunks, out.existed)], out.vectors, report)
-
-
-    def _save_index_in_steps(self, report: SyncReport) -> None:
-        if report.chunks - self._chunks_at_save >= self.ann_save_chunks:
-            self._refresh_index()
-            self._chunks_at_save = report.chunks
-
-    def _fail(self, folder: str, item, reason: str, report: SyncReport, *, drop_chunks: bool = False,
-              stat: bool = True) -> None:
-        """Note a failed file; recorded with others in one transaction (_record_failures): one
-        commit each made a folder of 100,000 empty files take minutes. A failure lost to a crash
-        before it is recorded is only found again by the next sync."""
-        size, mtime_ns = (item.size, item.mtime_ns) if stat else (None, None)
-        self._failures.append((folder, str(item.path), size, mtime_ns, reason, drop_chunks))
-        report.failed += 1
-        report.errors.append((str(item.path), reason))
-        if len(self._failures) >= FAILURES_PER_COMMIT:
-            self._record_failures()
-
-    def _record_failures(self) -> None:
-        failures, self._failures = self._failures, []
-        if failures:
-            with self.catalog.transaction():
-                for folder, path, size, mtime_ns, reason, drop_chunks in failures:
-                    self.catalog.put_error(folder, path, size, mtime_ns, reason, drop_chunks=drop_chunks)
-
-    def _progress(self, iterable, **kwargs):
-        if not self.progress:
-            return iterable
-        from tqdm import tqdm
-
-        return tqdm(iterable, leave=False, **kwargs)
 
     # -- the ANN cache ------------------------------------------------------------------------
     def _refresh_index(self) -> None:
