@@ -880,7 +880,8 @@ class Library:
                 if on_progress is not None:
                     on_progress(done, total)
 
-            order = reranker.rerank(query, [passage_text(h.text, h.heading) for h in head], on_progress=report)
+            order = reranker.rerank(query, [passage_text(h.text, h.heading) for h in head], on_progress=report,
+                                    mode=getattr(hits, "mode", DEFAULT_MODE))
         timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
         out = [
             replace(head[r.index], rank=new_rank + 1, score=round(r.score, 6), student_rank=head[r.index].rank)
