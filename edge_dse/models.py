@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import config
 from .errors import EdgeDSEError
+from .modes import MODES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -148,14 +149,33 @@ def card_depth(card: dict, folder: str | os.PathLike = "the teacher") -> int:
     return depth
 
 
-def card_encoder_weight(card: dict, folder: str | os.PathLike = "the teacher") -> float:
-    """The weight of the encoder's order in a teacher card's blend (rerank.blend; "rerank":
-    {"encoder_weight": w}), else 0: the teacher alone."""
-    w = (card.get("rerank") or {}).get("encoder_weight", 0.0)
+def _weight(w, where: str, folder: str | os.PathLike) -> float:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-        raise EdgeDSEError(f"{Path(folder) / CARD_FILE}: rerank.encoder_weight is {w!r}, not a number >= 0: "
+        raise EdgeDSEError(f"{Path(folder) / CARD_FILE}: {where} is {w!r}, not a number >= 0: "
                            "fix the card or re-make the teacher with `edge-dse distill`")
     return float(w)
+
+
+def card_encoder_weight(card: dict, folder: str | os.PathLike = "the teacher") -> float:
+    """The weight of the encoder's order in a teacher card's blend (rerank.blend; "rerank":
+    {"encoder_weight": w}), else 0: the teacher alone. Chosen on the vector encoder's order; a
+    search mode with a weight of its own uses that (card_encoder_weight_by_mode)."""
+    return _weight((card.get("rerank") or {}).get("encoder_weight", 0.0), "rerank.encoder_weight", folder)
+
+
+def card_encoder_weight_by_mode(card: dict, folder: str | os.PathLike = "the teacher") -> dict[str, float]:
+    """The blend weights a teacher's card records per search mode ("rerank":
+    {"encoder_weight_by_mode": {"hybrid": w}}; modes.MODES), else {}: each mode's hits come in
+    that mode's order, and a better first stage wants more of its order kept."""
+    by_mode = (card.get("rerank") or {}).get("encoder_weight_by_mode") or {}
+    if not isinstance(by_mode, dict):
+        raise EdgeDSEError(f"{Path(folder) / CARD_FILE}: rerank.encoder_weight_by_mode is {by_mode!r}, not "
+                           "{mode: weight}: fix the card or re-make the teacher with `edge-dse distill`")
+    unknown = sorted(set(by_mode) - set(MODES))
+    if unknown:
+        raise EdgeDSEError(f"{Path(folder) / CARD_FILE}: rerank.encoder_weight_by_mode names {', '.join(map(repr, unknown))}, "
+                           f"not a search mode ({', '.join(MODES)}): fix the card or re-make the teacher with `edge-dse distill`")
+    return {m: _weight(w, f"rerank.encoder_weight_by_mode.{m}", folder) for m, w in by_mode.items()}
 
 
 @dataclass(frozen=True)
@@ -236,6 +256,18 @@ class ModelCard:
     def encoder_weight(self) -> float:
         """How much of the encoder's order this teacher's rerank keeps (rerank.blend); 0: none."""
         return card_encoder_weight(self.data, self.folder)
+
+    @property
+    def encoder_weight_by_mode(self) -> dict[str, float]:
+        """The blend weights this teacher's card records per search mode ({} when none)."""
+        return card_encoder_weight_by_mode(self.data, self.folder)
+
+    def encoder_weight_for(self, mode: str) -> float:
+        """How much of the first stage's order this teacher's rerank keeps for hits ranked by
+        search `mode` (modes.MODES): the card's weight for that mode, else encoder_weight."""
+        if mode not in MODES:
+            raise EdgeDSEError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+        return self.encoder_weight_by_mode.get(mode, self.encoder_weight)
 
 
 # -- labels --------------------------------------------------------------------------------------

@@ -13,10 +13,13 @@ card records a measured depth under "rerank": {"default_depth": N} (the rest of 
 measurement); a card without one gets DEFAULT_DEPTH.
 
 The teacher's card may also record "rerank": {"encoder_weight": w}: the hits are then ordered by
-the teacher's scores blended with the encoder's own order (`blend`), w chosen on dev queries when
-the teacher was made. A cross-encoder that is strong on one kind of text and unsure on another
-then keeps what the encoder already got right where it has no firm opinion; w = 0 (or no entry)
-is the teacher alone.
+the teacher's scores blended with the first stage's own order (`blend`), w chosen on dev queries
+when the teacher was made. A cross-encoder that is strong on one kind of text and unsure on another
+then keeps what the first stage already got right where it has no firm opinion; w = 0 (or no
+entry) is the teacher alone. That w was chosen on the vector encoder's order; a search mode whose
+order is better (the hybrid) wants more of it kept, so the card may record a weight per mode
+("encoder_weight_by_mode": {"hybrid": w}), chosen on that mode's dev hits, and `Reranker.rerank`
+takes the mode the hits were ranked by (`ModelCard.encoder_weight_for`).
 
 Both kinds are built from models.py's parts (card, session, batches), as the Encoder is.
 Like the encoder: onnxruntime + tokenizers + numpy only, imported lazily.
@@ -32,7 +35,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from . import config, models
 from .encoder import Encoder
 from .errors import EdgeDSEError
-from .models import DEFAULT_DEPTH, KINDS, MAX_BATCH_TOKENS, ModelCard, card_depth, card_encoder_weight  # noqa: F401  (public here too)
+from .models import (DEFAULT_DEPTH, KINDS, MAX_BATCH_TOKENS, ModelCard, card_depth, card_encoder_weight,  # noqa: F401  (public here too)
+                     card_encoder_weight_by_mode)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,7 +162,8 @@ class Reranker:
         self._scorer: Encoder | CrossEncoder = (Encoder if self.kind == "bi-encoder" else CrossEncoder)(
             self.model, threads=threads, max_length=max_length)
         self.max_length: int = self._scorer.max_length
-        self.encoder_weight: float = self.model.encoder_weight
+        self.encoder_weight: float = self.model.encoder_weight  # the vector encoder's order's
+        self.encoder_weight_by_mode: dict[str, float] = self.model.encoder_weight_by_mode  # checked at load
 
     def score(self, query: str, passages: Sequence[str], *, batch_size: int = 32,
               max_batch_tokens: int = MAX_BATCH_TOKENS, on_progress: Progress | None = None) -> "np.ndarray":
@@ -184,17 +189,20 @@ class Reranker:
         return out
 
     def rerank(self, query: str, passages: Sequence[str], top_k: int | None = None, *,
-               on_progress: Progress | None = None) -> list[Reranked]:
+               on_progress: Progress | None = None, mode: str = "vector") -> list[Reranked]:
         """The passages' indexes, best first by the teacher (ties keep the given order). The
-        passages come in the encoder's order: the card's encoder_weight blends it in (`blend`),
-        and the score returned is the blended one."""
-        scores = blend(self.score(query, passages, on_progress=on_progress), self.encoder_weight)
+        passages come in the order search `mode` ranked them: the card's weight for that mode
+        (`ModelCard.encoder_weight_for`: its own, else encoder_weight) blends it in (`blend`), and
+        the score returned is the blended one."""
+        weight = self.model.encoder_weight_for(mode)
+        scores = blend(self.score(query, passages, on_progress=on_progress), weight)
         order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
         return [Reranked(i, float(scores[i])) for i in order[: top_k or len(order)]]
 
     def describe(self) -> dict:
         return {"id": self.id, "kind": self.kind, "path": str(self.path), "max_length": self.max_length,
-                "default_depth": self.default_depth, "encoder_weight": self.encoder_weight}
+                "default_depth": self.default_depth, "encoder_weight": self.encoder_weight,
+                "encoder_weight_by_mode": self.encoder_weight_by_mode}
 
     def __repr__(self) -> str:
         return f"Reranker({self.id!r}, kind={self.kind!r})"

@@ -224,6 +224,7 @@ class Searcher:
         if depth < 1:
             raise EdgeDSEError(f"a rerank depth of {depth} re-scores nothing: give 1 or more hits")
         head, tail = list(hits[:depth]), list(hits[depth:])
+        mode = getattr(hits, "mode", DEFAULT_MODE)  # a plain list of hits: the default mode's
         t0 = time.perf_counter()
         text = _nfkc(_cut(query))
         with self._rerank_bar(len(head)) as bar:
@@ -232,14 +233,15 @@ class Searcher:
                 if on_progress is not None:
                     on_progress(done, total)
 
-            order = reranker.rerank(text, [passage_text(h.text, h.heading) for h in head], on_progress=report)
+            order = reranker.rerank(text, [passage_text(h.text, h.heading) for h in head], on_progress=report,
+                                    mode=mode)  # the blend weight measured for this mode's first-stage order
         timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
         out = [
             replace(head[r.index], rank=new_rank + 1, score=round(r.score, 6), student_rank=head[r.index].rank)
             for new_rank, r in enumerate(order)
         ] + [replace(h, rank=len(head) + i + 1, student_rank=None) for i, h in enumerate(tail)]
         before = getattr(hits, "timings", {})
-        return Hits(out, {**before, **_rounded(timings)}, getattr(hits, "mode", DEFAULT_MODE))
+        return Hits(out, {**before, **_rounded(timings)}, mode)
 
     def _reranker(self, teacher: "str | os.PathLike | Reranker | None", timings: dict[str, float]) -> "Reranker":
         """The teacher given, or the one named (loaded once per Searcher; notes teacher_load_ms)."""

@@ -90,6 +90,13 @@ def test_the_teacher_grew_along_its_curve_then_ran_two_rounds(tiny_run):
         assert set(point["by_weight"]) == {str(w) for w in ENCODER_WEIGHTS} and point["encoder_weight"] in ENCODER_WEIGHTS
     chosen = next(p for p in card["curve"] if p["run"] == card["chosen"])
     assert card["rerank"]["encoder_weight"] == chosen["encoder_weight"] == Reranker(root / "assets" / "teacher").encoder_weight
+    # and the exported teacher's own weight for the hybrid's hits, chosen on the hybrid's dev hits
+    hybrid = card["rerank"]["by_mode"]["hybrid"]
+    w = card["rerank"]["encoder_weight_by_mode"]["hybrid"]
+    assert w == hybrid["encoder_weight"] in ENCODER_WEIGHTS and set(hybrid["by_weight"]) == {str(x) for x in ENCODER_WEIGHTS}
+    assert set(plan.test_splits) <= set(hybrid) and hybrid["lists"] > 0 and hybrid["teacher"] == card["id"]
+    assert Reranker(root / "assets" / "teacher").model.encoder_weight_for("hybrid") == w
+    assert f"- hybrid: **{w}**" in (root / "assets" / "teacher" / "card.md").read_text()
 
 
 def test_until_teacher_makes_and_installs_the_teacher_alone(tiny_run, tmp_path):
@@ -101,6 +108,38 @@ def test_until_teacher_makes_and_installs_the_teacher_alone(tiny_run, tmp_path):
     assert set(out) == {"teacher"} and sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]
     assert not any(line.startswith(("distill: candidates", "distill: student")) for line in logs), logs
     assert "--until teacher" in replace(plan, until="teacher").command()
+
+
+def test_a_teacher_made_before_the_weights_per_mode_gets_them_and_is_not_retrained(tiny_run, tmp_path):
+    """A teacher card from before the weights per search mode (the shipped teacher's): `edge-dse
+    distill` skips the teacher's training and export but adds them, card.md re-rendered."""
+    plan, _, _, root = tiny_run
+    from dataclasses import replace
+
+    from edge_dse.distill.cards import write_cards
+    from edge_dse.distill.teacher import render_teacher_card_md
+    from edge_dse.models import read_card
+
+    asset = plan.work / "teacher" / "asset"
+    made = read_card(asset)
+    older = {**made, "rerank": {k: v for k, v in made["rerank"].items() if k not in ("encoder_weight_by_mode", "by_mode")}}
+    write_cards(asset, older, render_teacher_card_md)
+    assert "- hybrid: **" not in (asset / "card.md").read_text()
+    model = (asset / "model.onnx").stat().st_mtime_ns
+    logs: list[str] = []
+    pipeline.run(replace(plan, until="teacher"), install=True, assets=tmp_path, log=logs.append)
+    assert "distill: teacher: done, skipped" in logs and "distill: teacher blend by search mode: running" in logs
+    assert not any("teacher: step" in line for line in logs)  # no training
+    assert (asset / "model.onnx").stat().st_mtime_ns == model
+    for card_dir in (asset, tmp_path / "teacher"):  # recorded in the work folder's card, and installed
+        card = read_card(card_dir)
+        assert card["rerank"]["encoder_weight_by_mode"] == made["rerank"]["encoder_weight_by_mode"]  # the same dev lists
+        assert {k: v for k, v in card.items() if k != "rerank"} == {k: v for k, v in older.items() if k != "rerank"}
+        assert (card_dir / "card.md").read_text() == render_teacher_card_md(card)
+        assert "- hybrid: **" in (card_dir / "card.md").read_text()
+    logs.clear()
+    pipeline.run(replace(plan, until="teacher"), log=logs.append)
+    assert "distill: teacher blend by search mode: done, skipped" in logs
 
 
 def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):

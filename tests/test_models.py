@@ -94,6 +94,31 @@ def test_a_broken_card_is_one_line_that_names_the_fix(tmp_path):
         Encoder.read_card(folder)
 
 
+def test_the_blend_weight_follows_the_search_mode_and_falls_back_to_the_encoders():
+    """A teacher's card may record a blend weight per search mode (its hits come in that mode's
+    order); a mode without one uses encoder_weight, chosen on the encoder's order."""
+    data = models.read_card(shipped("teacher"))
+
+    def card(rerank: dict) -> models.ModelCard:
+        return models.ModelCard.from_dict({**data, "rerank": rerank}, shipped("teacher"), role=models.TEACHER)
+
+    by_mode = card({"encoder_weight": 1.5, "encoder_weight_by_mode": {"hybrid": 3}})
+    assert by_mode.encoder_weight_by_mode == {"hybrid": 3.0}
+    assert [by_mode.encoder_weight_for(m) for m in ("vector", "keyword", "hybrid")] == [1.5, 1.5, 3.0]
+    assert [card({"encoder_weight": 1.5}).encoder_weight_for(m) for m in ("vector", "hybrid")] == [1.5, 1.5]
+    assert card({}).encoder_weight_for("hybrid") == 0.0  # no blend at all: the teacher alone
+    assert card({"encoder_weight_by_mode": {"hybrid": 0}}).encoder_weight_for("hybrid") == 0.0
+    with pytest.raises(EdgeDSEError, match="unknown search mode 'semantic'"):
+        by_mode.encoder_weight_for("semantic")
+    for bad, message in (({"hybrid": -1}, "encoder_weight_by_mode.hybrid is -1"),
+                         ({"hybrid": "3"}, "encoder_weight_by_mode.hybrid is '3'"),
+                         ({"hybrid": True}, "encoder_weight_by_mode.hybrid is True"),
+                         ({"semantic": 1.0}, "names 'semantic', not a search mode"),
+                         ([3.0], r"encoder_weight_by_mode is \[3.0\], not \{mode: weight\}")):
+        with pytest.raises(EdgeDSEError, match=message):
+            card({"encoder_weight_by_mode": bad}).encoder_weight_for("vector")
+
+
 # -- the models built from it --------------------------------------------------------------------
 def test_the_cross_encoder_is_the_rerankers_scorer_and_no_encoder():
     teacher = shipped("teacher")

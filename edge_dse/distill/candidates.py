@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..store.catalog import FTS_TOKENIZE, query_terms
+from ..store.catalog import FTS_TOKENIZE, keyword_ranked, query_terms
 from .data import Pair, read_jsonl
 
 KINDS = ("pos", "bm25", "dense", "random")
@@ -76,6 +76,24 @@ def bm25_neighbours(passages: Sequence[str], queries: Sequence[str], k: int) -> 
         out.append([r[0] for r in rows])
     con.close()
     return out
+
+
+def bm25_ranked(passages: Sequence[str], queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
+    """The k best passages per query as a library's keyword search ranks them: [(index, -bm25)],
+    best first, by store.catalog.keyword_ranked (every word first, then any of them), over an FTS5
+    table with the library's tokenizer. (bm25_neighbours, any word alone, mines the training lists.)"""
+    con = sqlite3.connect(":memory:")
+    con.execute(f"CREATE VIRTUAL TABLE p USING fts5 (text, tokenize='{FTS_TOKENIZE}')")
+    con.executemany("INSERT INTO p (rowid, text) VALUES (?, ?)", ((i, t) for i, t in enumerate(passages)))
+
+    def fts(match: str, n: int) -> list[tuple[int, float]]:
+        rows = con.execute("SELECT rowid, bm25(p) AS rank FROM p WHERE p MATCH ? ORDER BY rank LIMIT ?", (match, int(n)))
+        return [(int(i), float(-score)) for i, score in rows.fetchall()]
+
+    try:
+        return [keyword_ranked(fts, q, k) for q in queries]
+    finally:
+        con.close()
 
 
 def dense_neighbours(passage_vectors: np.ndarray, query_vectors: np.ndarray, k: int, block: int = 1024) -> np.ndarray:

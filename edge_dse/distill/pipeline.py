@@ -11,7 +11,9 @@ Steps (outputs under --work, default work/distill):
   teacher     candidate lists drawn from stage 1's texts in every shape, labelled by mpnet's
               vectors (teacher_lists.py); a cross-encoder trained on them and the natural
               positives at several list counts (the learning curve), then Trans-Encoder rounds;
-              the best, measured on dev queries, exported to int8 ONNX (teacher.py, teacher_stage)
+              the best, measured on dev queries, exported to int8 ONNX (teacher.py, teacher_stage); its
+              blend weight per search mode chosen on dev queries (teacher_blend; a teacher made
+              before is given them: its training is skipped)
   candidates  each student training query's positive + BM25, dense and random negatives (candidates.py)
   scores      the teacher's score of every candidate in the student's lists
   student     stage 2: the stage-1 student trained further to reproduce the teacher's scores
@@ -310,14 +312,16 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
     """Teacher v2 (teacher.py): lists from stage 1's texts and vectors (teacher_lists.py); a
     learning curve over plan.teacher_sizes (each size its own resumable run, measured by
     teacher.dev_rerank); Trans-Encoder rounds on the best size (a round's int8 export scores the
-    lists, its scores join mpnet's, the next round starts from it); the best point is exported.
-    Returns the asset folder."""
+    lists, its scores join mpnet's, the next round starts from it); the best point is exported and
+    given its blend weight per search mode (teacher_blend). A teacher already made is not
+    re-made, only given the weights per mode when its card lacks them. Returns the asset folder."""
     from . import teacher as teacher_mod
     from . import teacher_lists
 
     tdir = plan.work / "teacher"
     asset = tdir / "asset"
     if not _step("teacher", has_card(asset), log):
+        teacher_blend(plan, asset, log)  # a teacher made before the weights per search mode gets them
         return asset
     vectors, _ = stage1_vectors(plan, log, mapper)
     lists_dir = plan.work / "teacher-lists"
@@ -372,7 +376,22 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
                    {"training": train_info, "labeller": plan.hpd_labeller, "lists": json.loads((lists_dir / f"{teacher_lists.SPLIT}.manifest.json").read_text()),
                     "curve": curve, "rounds": [{k: v for k, v in p.items() if k != "model"} for p in rounds], "chosen": chosen["run"],
                     "rerank": {"encoder_weight": chosen["encoder_weight"]}}, log)
+    teacher_blend(plan, asset, log)
     return asset
+
+
+def teacher_blend(plan: Plan, asset: Path, log=print) -> None:
+    """The exported teacher's blend weight per search mode (teacher.blend_by_mode: the int8
+    teacher, as the program runs it, on each mode's dev hits of the held-out splits' spare
+    queries), added to its card and card.md unless the card has them: the weight in
+    "rerank": "encoder_weight" was chosen on the encoder's order alone."""
+    from ..models import read_card
+    from . import teacher as teacher_mod
+
+    if _step("teacher blend by search mode", teacher_mod.has_blend_by_mode(read_card(asset)), log):
+        teacher_mod.add_blend_by_mode(asset, plan.work / "data", plan.test_splits,
+                                      queries=8 if plan.tiny else teacher_mod.BLEND_DEV_QUERIES,
+                                      log=lambda line: log(f"distill: {line}"))
 
 
 def export_teacher(plan: Plan, model_dir: Path, asset: Path, max_length: int, extra: dict, log=print) -> None:

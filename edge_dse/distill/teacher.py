@@ -6,9 +6,12 @@ source, every query shape), to match the softmax of the bi-encoders' standardise
 with the natural positive (gold). Rounds (Trans-Encoder's mutual distillation): after a round,
 its own scores of the lists are averaged with the bi-encoder's (`extra_scores`) and the next
 round, starting from it (`init`), trains on them; `dev_rerank` measures each round as a reranker
-of the default encoder's top hits on dev queries, and the pipeline keeps the best round.
+of the default encoder's top hits on dev queries, and the pipeline keeps the best round. The kept
+teacher, exported, then gets a blend weight per search mode (`blend_by_mode`: its run-time scores
+of each mode's dev hits, e.g. the hybrid's), since a better first stage wants more of its order kept.
 
     python -m edge_dse.distill.teacher train --out work/distill/teacher --candidates work/distill/teacher-lists
+    python -m edge_dse.distill.teacher blend --asset work/distill/teacher/asset --data work/distill/data
 
 Training-time code (torch): not imported by `import edge_dse`.
 """
@@ -28,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import models
+from ..modes import FUSION_DEPTH
 from . import labels as labels_mod
 from . import train_common as tc
 
@@ -152,27 +156,30 @@ def _pair_logits(model, tok, queries: Sequence[str], passages: Sequence[str], ma
 # -- dev measurement ---------------------------------------------------------------------------
 @dataclass
 class DevList:
-    """One dev query with the default encoder's top hits (its order) and where the positive is."""
+    """One dev query with the first stage's top hits (its order) and where the positive is."""
 
     split: str
     query: str
     passages: list[str]
-    positive: int | None  # index into passages; None when the encoder missed it in the top N
+    positive: int | None  # index into passages; None when the first stage missed it in the top N
 
 
 def dev_lists(data_dir: Path, splits: Sequence[str], *, encoder: str = "baseline", queries: int = 60, depth: int = 20,
-              corpus: int = 1500, report_queries: int = 200, seed: int = 1) -> list[DevList]:
-    """Rounds and sizes are chosen on these, not on the reported eval: per held-out split, a seeded
-    sample of queries that `edge-dse eval --queries report_queries` does not report (when the
-    split has any left, else its reported ones: so the pipeline passes only the splits with
-    queries to spare, not the Python FAQ, whose 176 are all reported), ranked over the reported
-    corpus plus their own positives."""
+              corpus: int = 1500, report_queries: int = 200, seed: int = 1, mode: str = "vector") -> list[DevList]:
+    """Rounds, sizes and blend weights are chosen on these, not on the reported eval: per held-out
+    split, a seeded sample of queries that `edge-dse eval --queries report_queries` does not report
+    (when the split has any left, else its reported ones: so the pipeline passes only the splits
+    with queries to spare, not the Python FAQ, whose 176 are all reported), ranked over the reported
+    corpus plus their own positives by the search `mode` (`first_stage`: the encoder's order, BM25's,
+    or the hybrid's fusion of both)."""
     from ..encoder import Encoder
-    from .candidates import dense_neighbours
+    from ..modes import MODES
     from .data import read_jsonl
     from .evaluate import load_split
 
-    enc = Encoder(encoder)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    enc = Encoder(encoder) if mode != "keyword" else None
     out = []
     for name in splits:
         if not (Path(data_dir) / f"{name}.jsonl").is_file():
@@ -183,11 +190,35 @@ def dev_lists(data_dir: Path, splits: Sequence[str], *, encoder: str = "baseline
             [p for p in read_jsonl(Path(data_dir) / f"{name}.jsonl")]
         chosen = random.Random(seed).sample(pairs, min(queries, len(pairs)))
         docs = list(dict.fromkeys(reported.corpus + [p.passage for p in chosen]))
-        top = dense_neighbours(enc.encode(docs, kind="document"), enc.encode([p.query for p in chosen], kind="query"), depth)
-        for p, row in zip(chosen, top):
-            hits = [docs[int(i)] for i in row]
+        for p, row in zip(chosen, first_stage(mode, docs, [p.query for p in chosen], depth, enc)):
+            hits = [docs[i] for i in row]
             out.append(DevList(name, p.query, hits, hits.index(p.passage) if p.passage in hits else None))
     return out
+
+
+def first_stage(mode: str, docs: Sequence[str], queries: Sequence[str], depth: int, encoder=None) -> list[list[int]]:
+    """Each query's top `depth` docs (indexes), in the order `Library.search(mode)` gives them over
+    these docs: "vector" by the encoder's cosine (exact; the library's HNSW approximates it),
+    "keyword" by FTS5 BM25 with the library's policy (candidates.bm25_ranked), "hybrid" by
+    modes.fuse of the two scored lists, each FUSION_DEPTH deep (at least `depth`), as the library
+    fuses them."""
+    from .. import modes
+    from .candidates import bm25_ranked, dense_neighbours
+
+    reach = max(depth, modes.FUSION_DEPTH) if mode == "hybrid" else depth
+    ranked: dict[str, list[list[tuple[int, float]]]] = {}
+    if mode in ("vector", "hybrid"):
+        pv = encoder.encode(list(docs), kind="document")
+        # One query at a time, as a search embeds it: int8 graphs quantise activations per batch,
+        # so a query embedded among others scores the passages a little otherwise.
+        qv = np.stack([encoder.encode([q], kind="query")[0] for q in queries]) if len(queries) else np.zeros((0, pv.shape[1]), np.float32)
+        top = dense_neighbours(pv, qv, reach)
+        ranked["vector"] = [[(int(i), float(pv[i] @ qv[n])) for i in row] for n, row in enumerate(top)]
+    if mode in ("keyword", "hybrid"):
+        ranked["keyword"] = bm25_ranked(docs, queries, reach)
+    if mode == "hybrid":
+        ranked["hybrid"] = [modes.fuse(v, kw, depth=reach) for v, kw in zip(ranked["vector"], ranked["keyword"])]
+    return [[i for i, _ in r[:depth]] for r in ranked[mode]]
 
 
 def _ndcg10(orders: Sequence[Sequence[int]], lists: Sequence[DevList]) -> float:
@@ -198,43 +229,122 @@ def _ndcg10(orders: Sequence[Sequence[int]], lists: Sequence[DevList]) -> float:
     return float(np.mean(gain)) if gain else 0.0
 
 
-ENCODER_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)  # the blends (rerank.blend) tried on the dev lists
+# The blends (rerank.blend) tried on the dev lists. 3 and 4: a first stage better than the encoder
+# alone (the hybrid) can want more of its own order kept than the encoder's 1.5.
+ENCODER_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+WEIGHT_RULE = ("the best mean gain among the weights that lose on no split, else the least loss on the worst split; "
+               "ties go to the lighter weight")
+
+
+def choose_weight(by_weight: dict) -> float:
+    """The blend weight kept from {weight: {"mean_gain", "worst_gain"}} (nDCG@10 gains over the
+    first stage's order on the dev splits), by WEIGHT_RULE: a weight that holds or helps on every
+    split, the best mean of those; if none does, the one that hurts its worst split least; ties
+    (at 4 decimals) go to the lighter weight. (Not "best worst split" first: a heavy weight gives
+    back the first stage's order, gains of ~0 everywhere, and would win over a real gain.)"""
+    safe = [w for w, v in by_weight.items() if v["worst_gain"] >= 0]
+    if safe:
+        return max(safe, key=lambda w: (round(by_weight[w]["mean_gain"], 4), -w))
+    return max(by_weight, key=lambda w: (round(by_weight[w]["worst_gain"], 4), -w))
+
+
+def blend_sweep(scores: Sequence[np.ndarray], lists: Sequence[DevList], weights: Sequence[float] = ENCODER_WEIGHTS) -> dict:
+    """The teacher's scores of each dev list (in the lists' order) blended with the first stage's
+    order at each weight: per split the nDCG@10 of the first stage ("encoder"), of the blend at the
+    kept weight ("reranked") and of the teacher alone ("teacher_alone"); the weight kept
+    ("encoder_weight", choose_weight), its mean_gain / worst_gain, and per weight ("by_weight")
+    the nDCG@10 per split and the gains."""
+    from ..rerank import blend
+
+    splits = list(dict.fromkeys(d.split for d in lists))
+    of = {s: [i for i, d in enumerate(lists) if d.split == s] for s in splits}
+
+    def ndcg(orders) -> dict:
+        return {s: _ndcg10([orders[i] for i in of[s]], [lists[i] for i in of[s]]) for s in splits}
+
+    def ordered(w: float) -> list[list[int]]:
+        return [[int(i) for i in np.argsort(-blend(s, w), kind="stable")] for s in scores]
+
+    first = ndcg([range(len(d.passages)) for d in lists])
+    alone = ndcg(ordered(0.0))
+    by_weight = {}
+    for w in weights:
+        nd = ndcg(ordered(w))
+        gains = [nd[s] - first[s] for s in splits]
+        by_weight[w] = {"ndcg": nd, "mean_gain": float(np.mean(gains)), "worst_gain": float(min(gains))}
+    chosen = choose_weight(by_weight)
+    out: dict = {s: {"encoder": round(first[s], 4), "reranked": round(by_weight[chosen]["ndcg"][s], 4),
+                     "teacher_alone": round(alone[s], 4)} for s in splits}
+    out["encoder_weight"] = chosen
+    out["mean_gain"] = round(by_weight[chosen]["mean_gain"], 4)
+    out["worst_gain"] = round(by_weight[chosen]["worst_gain"], 4)
+    out["by_weight"] = {str(w): {"ndcg": {s: round(x, 4) for s, x in v["ndcg"].items()},
+                                 "mean_gain": round(v["mean_gain"], 4), "worst_gain": round(v["worst_gain"], 4)}
+                        for w, v in by_weight.items()}
+    return out
 
 
 def dev_rerank(model_dir: Path, lists: Sequence[DevList], max_length: int) -> dict:
-    """nDCG@10 per split of the encoder's order and of the teacher's rerank of it at each blend
-    weight of ENCODER_WEIGHTS, the weight kept ("encoder_weight", the rule below) and the
-    mean_gain / worst_gain / "reranked" at that weight ("teacher_alone": at weight 0)."""
-    from ..rerank import blend
-
+    """A training run (PyTorch, fp32) as a reranker of the dev lists: blend_sweep of its scores."""
     pairs = [(d.query, p) for d in lists for p in d.passages]
     scores, at, per_list = torch_scores(model_dir, pairs, max_length), 0, []
     for d in lists:
         per_list.append(scores[at: at + len(d.passages)])
         at += len(d.passages)
-    splits = list(dict.fromkeys(d.split for d in lists))
-    encoder = {s: _ndcg10([range(len(d.passages)) for d in lists if d.split == s], [d for d in lists if d.split == s])
-               for s in splits}
-    by_weight = {}
-    for w in ENCODER_WEIGHTS:
-        orders = [[int(i) for i in np.argsort(-blend(s, w), kind="stable")] for s in per_list]
-        nd = {s: _ndcg10([o for o, d in zip(orders, lists) if d.split == s], [d for d in lists if d.split == s]) for s in splits}
-        gains = [nd[s] - encoder[s] for s in splits]
-        by_weight[w] = {"ndcg": nd, "mean_gain": float(np.mean(gains)), "worst_gain": float(min(gains))}
-    # A blend that holds or helps on every split, the best mean of those; if none does, the one
-    # that hurts its worst split least. (Not "best worst split" first: a heavy weight gives back
-    # the encoder's order, gains of ~0 everywhere, and would win over a real gain.)
-    safe = [w for w in ENCODER_WEIGHTS if by_weight[w]["worst_gain"] >= 0]
-    chosen = (max(safe, key=lambda w: (round(by_weight[w]["mean_gain"], 4), -w)) if safe else
-              max(ENCODER_WEIGHTS, key=lambda w: (round(by_weight[w]["worst_gain"], 4), -w)))
-    out: dict = {s: {"encoder": round(encoder[s], 4), "reranked": round(by_weight[chosen]["ndcg"][s], 4),
-                     "teacher_alone": round(by_weight[0.0]["ndcg"][s], 4)} for s in splits}
-    out["encoder_weight"] = chosen
-    out["mean_gain"] = round(by_weight[chosen]["mean_gain"], 4)
-    out["worst_gain"] = round(by_weight[chosen]["worst_gain"], 4)
-    out["by_weight"] = {str(w): {"mean_gain": round(v["mean_gain"], 4), "worst_gain": round(v["worst_gain"], 4)}
-                        for w, v in by_weight.items()}
+    return blend_sweep(per_list, lists)
+
+
+BLEND_MODES = ("hybrid",)  # the modes whose first-stage order gets its own weight (vector's: dev_rerank's)
+BLEND_DEV_QUERIES = 200  # dev queries per split (as bench.modes tunes the hybrid's fusion on)
+
+
+def blend_by_mode(teacher, data_dir: Path, splits: Sequence[str], *, modes: Sequence[str] = BLEND_MODES,
+                  encoder: str = "baseline", queries: int = BLEND_DEV_QUERIES, depth: int | None = None,
+                  weights: Sequence[float] = ENCODER_WEIGHTS, log=print) -> dict:
+    """The blend weight per search mode: {mode: blend_sweep record + how it was measured}. The
+    teacher is the run-time one (a rerank.Reranker, or an asset folder it loads: a shipped ONNX
+    teacher is tuned without its PyTorch weights); each mode's dev lists (dev_lists(mode=...)) are
+    its top `depth` hits (default: the depth the teacher's card records, what it re-scores at run
+    time) of the same seeded dev queries."""
+    from ..rerank import Reranker
+
+    rr = teacher if isinstance(teacher, Reranker) else Reranker(teacher)
+    depth = depth or rr.default_depth
+    out = {}
+    for mode in modes:
+        t = time.perf_counter()
+        lists = dev_lists(Path(data_dir), splits, encoder=encoder, queries=queries, depth=depth, mode=mode)
+        record = blend_sweep([rr.score(d.query, d.passages) for d in lists], lists, weights)
+        out[mode] = {**record, "lists": len(lists), "queries_per_split": queries, "depth": depth, "encoder": encoder,
+                     "teacher": rr.id, "seconds": round(time.perf_counter() - t)}
+        log(f"teacher blend ({mode}): weight {record['encoder_weight']}, dev mean gain {record['mean_gain']:+.4f}, "
+            f"worst split {record['worst_gain']:+.4f} ({len(lists)} lists of {depth})")
+        if record["encoder_weight"] == max(weights):
+            log(f"teacher blend ({mode}): the heaviest weight tried ({max(weights)}) was kept: the dev curve may want a "
+                "heavier one (ENCODER_WEIGHTS)")
     return out
+
+
+def has_blend_by_mode(card: dict, modes: Sequence[str] = BLEND_MODES) -> bool:
+    """Whether a teacher's card records a blend weight for each of `modes`."""
+    return set(modes) <= set((card.get("rerank") or {}).get("encoder_weight_by_mode") or {})
+
+
+def add_blend_by_mode(asset: Path, data_dir: Path, splits: Sequence[str], *, log=print, **kwargs) -> dict:
+    """blend_by_mode on a teacher asset folder, recorded in its card ("rerank": "encoder_weight_by_mode"
+    {mode: w}, and the dev tables under "by_mode") and card.md re-rendered; the rest of the card is
+    kept. Returns the card."""
+    from .cards import write_cards
+
+    measured = blend_by_mode(asset, data_dir, splits, log=log, **kwargs)
+    card = models.read_card(asset)
+    rerank = dict(card.get("rerank") or {})
+    rerank["encoder_weight_by_mode"] = {**(rerank.get("encoder_weight_by_mode") or {}),
+                                        **{m: r["encoder_weight"] for m, r in measured.items()}}
+    rerank["by_mode"] = {**(rerank.get("by_mode") or {}), **measured}
+    card["rerank"] = rerank
+    write_cards(asset, card, render_teacher_card_md)
+    return card
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -316,6 +426,76 @@ def _dev_table(points: Sequence[dict]) -> list[str]:
     return lines
 
 
+def _weights_tried(points: Sequence[dict]) -> list[str]:
+    """The blend weights the curve's points tried (ENCODER_WEIGHTS when they do not say)."""
+    tried = {float(w) for p in points for w in p.get("by_weight") or {}}
+    return [str(w) for w in sorted(tried or ENCODER_WEIGHTS)]
+
+
+def _blend_md(card: dict) -> list[str]:
+    """card.md's blend paragraph: the weight per search mode, how each was chosen, and the dev
+    table they were chosen on (the vector weight's from the chosen run, the others' from
+    "rerank": "by_mode")."""
+    rerank = card.get("rerank") or {}
+    weight_by_mode = rerank.get("encoder_weight_by_mode") or {}
+    if not rerank.get("encoder_weight") and not weight_by_mode:
+        return []
+    vector = next((p for p in card.get("curve") or [] if p.get("run") == card.get("chosen")), {})
+    measured = {m: r for m, r in (rerank.get("by_mode") or {}).items() if m in weight_by_mode}
+    lines = ["", "## Blend with the first stage's order", "",
+             "At run time the hits are ordered by z(teacher score) + w × z(-log2(rank + 2)) over the ranks the search "
+             "gave them (`edge_dse.rerank.blend`), so the teacher re-orders where it is sure and keeps the first stage's "
+             f"order where it is not. w is chosen per search mode on dev queries ({WEIGHT_RULE}):", "",
+             f"- vector (the encoder's order), and any mode without a weight of its own: **{rerank.get('encoder_weight', 0)}**, "
+             f"chosen with the run kept above ({card.get('chosen') or 'not recorded'}: its PyTorch scores of the baseline "
+             "encoder's top 20)."]
+    for mode, w in weight_by_mode.items():
+        r = measured.get(mode)
+        how = (f", chosen on the {mode} search's top {r['depth']} hits ({FIRST_STAGE_WORDS.get(mode, mode)}; "
+               f"{r['encoder']} encoder) of up to {r['queries_per_split']} dev queries per split, {r['lists']} lists, scored "
+               "by this int8 teacher as the program runs it" if r else "")
+        lines.append(f"- {mode}: **{w}**{how}.")
+    splits = {m: [k for k, v in r.items() if isinstance(v, dict) and "encoder" in v] for m, r in measured.items()}
+    tried = sorted({float(w) for w in vector.get("by_weight") or {}} |
+                   {float(w) for r in measured.values() for w in r.get("by_weight") or {}})
+    if not tried:
+        return lines
+    head = ["blend weight"] + (["vector mean gain", "vector worst gain"] if vector.get("by_weight") else [])
+    for m in measured:
+        head += [f"{m} {s} nDCG@10" for s in splits[m]] + [f"{m} mean gain", f"{m} worst gain"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    first = ["first stage alone"] + (["", ""] if vector.get("by_weight") else [])
+    for m, r in measured.items():
+        first += [f"{r[s]['encoder']:.3f}" for s in splits[m]] + ["", ""]
+    lines.append("| " + " | ".join(first) + " |")
+
+    def mark(text: str, chosen: bool) -> str:
+        return f"**{text}**" if chosen else text
+
+    for w in tried:
+        row = [f"{w:g}" + (" (teacher alone)" if w == 0 else "")]
+        if vector.get("by_weight"):
+            v = vector["by_weight"].get(str(w))
+            chosen = w == vector.get("encoder_weight")
+            row += [mark(f"{v['mean_gain']:+.4f}", chosen), mark(f"{v['worst_gain']:+.4f}", chosen)] if v else ["—", "—"]
+        for m, r in measured.items():
+            v = (r.get("by_weight") or {}).get(str(w))
+            chosen = w == weight_by_mode[m]
+            if v is None:
+                row += ["—"] * (len(splits[m]) + 2)
+                continue
+            row += [mark(f"{v['ndcg'][s]:.3f}", chosen) if "ndcg" in v else "—" for s in splits[m]]
+            row += [mark(f"{v['mean_gain']:+.4f}", chosen), mark(f"{v['worst_gain']:+.4f}", chosen)]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Gains are nDCG@10 over the first stage's own order on the same lists; the weight kept in bold."]
+    return lines
+
+
+# How each mode's dev lists are ranked (first_stage), in card.md's words.
+FIRST_STAGE_WORDS = {"vector": "the encoder's cosine", "keyword": "FTS5 BM25, as the library's keyword search",
+                     "hybrid": f"modes.fuse of the encoder's and BM25's top {FUSION_DEPTH}, as the library's hybrid search"}
+
+
 def render_teacher_card_md(card: dict) -> str:
     """card.json of a cross-encoder teacher -> a human model card (Markdown)."""
     from .cards import evaluation_md
@@ -360,8 +540,7 @@ def render_teacher_card_md(card: dict) -> str:
                   "the held-out table below does not report (debian, wordnet, pydoc; the Python FAQ's 176 questions are "
                   "all reported, so it has none to spare for choosing). nDCG@10 of the encoder's order, the teacher's own order, and the teacher's "
                   "scores blended with the encoder's order (`edge_dse.rerank.blend`) at the weight kept for that run "
-                  "(of " + ", ".join(map(str, ENCODER_WEIGHTS)) + ": the best mean gain among the weights that lose on no "
-                  "split, else the least loss on the worst split):", ""] + _dev_table(card["curve"]) + [""]
+                  "(of " + ", ".join(_weights_tried(card["curve"])) + f": {WEIGHT_RULE}):", ""] + _dev_table(card["curve"]) + [""]
         if card.get("curve_note"):
             lines += [card["curve_note"], ""]
     lines += ["Re-make it from the repository root, after `pip install -e '.[train]'`:", "",
@@ -369,11 +548,7 @@ def render_teacher_card_md(card: dict) -> str:
               f"Made {card.get('created')} with " + ", ".join(f"{k} {v}" for k, v in (card.get("versions") or {}).items()) + "."]
     lines += evaluation_md(card)
     rerank = card.get("rerank") or {}
-    if rerank.get("encoder_weight"):
-        lines += ["", "## Blend with the encoder's order", "",
-                  f"At run time the hits are ordered by z(teacher score) + {rerank['encoder_weight']} × z(-log2(rank + 2)) "
-                  "over the encoder's ranks (`edge_dse.rerank.blend`): the weight chosen on the dev queries above, "
-                  "so the teacher re-orders where it is sure and keeps the encoder's order where it is not."]
+    lines += _blend_md(card)
     if rerank.get("default_depth"):
         lines += ["", "## Rerank depth", "",
                   f"The UI, CLI and API rerank the top **{rerank['default_depth']}** hits by default ({rerank.get('rule', '')}).", ""]
@@ -395,7 +570,17 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--queries-per-split", type=int, default=TeacherConfig.queries_per_split)
     t.add_argument("--epochs", type=int, default=TeacherConfig.epochs)
     t.add_argument("--max-length", type=int, default=TeacherConfig.max_length)
+    b = sub.add_parser("blend", help="choose a teacher asset's blend weight per search mode on dev queries and "
+                                     "record it in its card (what `edge-dse distill` does for the teacher it makes)")
+    b.add_argument("--asset", type=Path, required=True, help="a teacher asset folder (its card.json is updated)")
+    b.add_argument("--data", type=Path, default=Path("work/distill/data"))
+    b.add_argument("--splits", nargs="+", default=["debian.test", "wordnet.test", "pydoc.test"])
+    b.add_argument("--queries", type=int, default=BLEND_DEV_QUERIES, help="dev queries per split")
+    b.add_argument("--depth", type=int, default=None, help="hits re-scored (default: the depth the card records)")
     args = ap.parse_args(argv)
+    if args.cmd == "blend":
+        add_blend_by_mode(args.asset, args.data, args.splits, queries=args.queries, depth=args.depth)
+        return 0
     cfg = TeacherConfig(queries_per_split=args.queries_per_split, epochs=args.epochs, max_length=args.max_length)
     train(cfg, args.out, args.candidates, args.labels)
     return 0

@@ -30,7 +30,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import sqlite_utils
@@ -163,6 +163,40 @@ def query_terms(query: str) -> list[str]:
             if len(seen) >= MAX_QUERY_TERMS:
                 break
     return list(seen.values())
+
+
+def keyword_ranked(fts: Callable[[str, int], list[tuple[int, float]]], query: str, k: int) -> list[tuple[int, float]]:
+    """The keyword search's policy over an FTS5 table: [(rowid, score)], best first, score = -bm25
+    (higher = better); `fts(match, k)` runs one MATCH and returns its k best rows that way.
+    Public so that distill's dev lists (`teacher.dev_lists`) rank passages as a library does.
+
+    Policy: the query is plain words (see query_terms; no syntax is interpreted). Rows that hold
+    ALL the words come first, ranked by BM25; if fewer than k do, the rest of the list is filled
+    with rows that hold ANY of them, also by BM25. Why: a user typing several words into a search
+    box expects the chunks with all of them on top (what AND-by-default engines do), but a long
+    or natural-language query ("how do I rotate the logs") rarely has every word in one chunk,
+    and an empty keyword list would leave hybrid search to vectors alone. A filler's score is
+    capped just below the score before it, so scores never rise down the list.
+    """
+    if k <= 0 or not isinstance(query, str):
+        return []
+    terms = query_terms(query)
+    if not terms:
+        return []
+    results = fts(" AND ".join(terms), k)
+    if len(results) < k and len(terms) > 1:
+        seen = {cid for cid, _ in results}
+        floor = results[-1][1] if results else None
+        for cid, score in fts(" OR ".join(terms), k + len(results)):
+            if cid in seen:
+                continue
+            if floor is not None and score >= floor:
+                score = np.nextafter(floor, -np.inf)
+            results.append((cid, float(score)))
+            floor = score
+            if len(results) >= k:
+                break
+    return results
 
 
 def _vectors_from_blobs(blobs: Sequence[bytes]) -> np.ndarray:
@@ -598,36 +632,8 @@ class Catalog:
     # -- keyword search -------------------------------------------------------------------
     def keyword_search(self, query: str, k: int) -> list[tuple[int, float]]:
         """BM25 keyword search over chunk text and heading: [(chunk_id, score)], best first,
-        score = -bm25 (higher = better).
-
-        Policy: the query is plain words (see query_terms; no syntax is interpreted). Chunks
-        that hold ALL the words come first, ranked by BM25; if fewer than k do, the rest of the
-        list is filled with chunks that hold ANY of them, also by BM25. Why: a user typing
-        several words into a search box expects the chunks with all of them on top (what
-        AND-by-default engines do), but a long or natural-language query ("how do I rotate the
-        logs") rarely has every word in one chunk, and an empty keyword list would leave
-        hybrid search to vectors alone. A filler's score is capped just below the score before
-        it, so scores never rise down the list.
-        """
-        if k <= 0 or not isinstance(query, str):
-            return []
-        terms = query_terms(query)
-        if not terms:
-            return []
-        results = self._fts(" AND ".join(terms), k)
-        if len(results) < k and len(terms) > 1:
-            seen = {cid for cid, _ in results}
-            floor = results[-1][1] if results else None
-            for cid, score in self._fts(" OR ".join(terms), k + len(results)):
-                if cid in seen:
-                    continue
-                if floor is not None and score >= floor:
-                    score = np.nextafter(floor, -np.inf)
-                results.append((cid, float(score)))
-                floor = score
-                if len(results) >= k:
-                    break
-        return results
+        score = -bm25 (higher = better), by the policy of `keyword_ranked`."""
+        return keyword_ranked(self._fts, query, k)
 
     def _fts(self, match: str, k: int) -> list[tuple[int, float]]:
         with self._lock:
