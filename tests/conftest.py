@@ -255,3 +255,25 @@ def ray_cluster(tmp_path_factory):
             yield {"address": context.address_info["gcs_address"], "poison_log": log}
         finally:
             ray.shutdown()
+
+
+def stdlib_docstrings(limit: int) -> list[tuple[str, str, str]]:
+    """Real human-written text for the distillation tests: (module, synopsis line, rest) of the
+    standard-library modules with a long docstring, read with ast, never imported (importing
+    every module has side effects)."""
+    import ast
+    import sysconfig
+
+    found = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        if path.name.startswith("_") or len(found) >= limit:
+            continue
+        try:
+            doc = (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        synopsis, _, body = doc.partition("\n")
+        if len(synopsis) >= 10 and len(body.strip()) >= 150:
+            found.append((path.stem, synopsis.strip(), body.strip()))
+    return found
+

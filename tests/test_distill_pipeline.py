@@ -7,9 +7,7 @@ the teacher, the student and both ONNX exports all see human-written text.
 
 from __future__ import annotations
 
-import ast
 import json
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("optimum.exporters.onnx")
 
+from conftest import stdlib_docstrings  # noqa: E402
 from edge_dse import Encoder, Reranker  # noqa: E402
 from edge_dse.distill import evaluate, pipeline  # noqa: E402
 
@@ -28,19 +27,10 @@ def stdlib_descriptions(folder: Path, limit: int = 160) -> Path:
     """A Translation-en index: one record per standard-library module with a long docstring
     (read with ast, never imported: importing every module has side effects)."""
     records = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        if path.name.startswith("_") or len(records) >= limit:
-            continue
-        try:
-            doc = (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        synopsis, _, body = doc.partition("\n")
-        body = "\n".join(line.strip() for line in body.strip().splitlines())
-        if len(synopsis) < 10 or len(body) < 150:
-            continue
+    for stem, synopsis, body in stdlib_docstrings(limit):
+        body = "\n".join(line.strip() for line in body.splitlines())
         lines = [f" {line}" if line else " ." for line in body.splitlines()]
-        records.append(f"Package: {path.stem}\nDescription-md5: {len(records):04x}\nDescription-en: {synopsis.strip()}\n" + "\n".join(lines))
+        records.append(f"Package: {stem}\nDescription-md5: {len(records):04x}\nDescription-en: {synopsis}\n" + "\n".join(lines))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "deb.example_debian_dists_bookworm_main_i18n_Translation-en").write_text("\n\n".join(records) + "\n")
     return folder

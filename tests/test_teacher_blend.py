@@ -5,16 +5,14 @@ it leaves in a real teacher's card (the shipped teacher, run as the program runs
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
-import sysconfig
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import TOPICS
+from conftest import TOPICS, stdlib_docstrings
 from edge_dse import Reranker
 from edge_dse.distill.data import Pair, write_jsonl
 from edge_dse.distill.teacher import (ENCODER_WEIGHTS, DevList, add_blend_by_mode, blend_by_mode, blend_sweep,
@@ -80,19 +78,9 @@ def test_the_sweep_measures_every_weight_and_keeps_the_rules_choice():
 
 def stdlib_pairs(limit: int = 90) -> list[Pair]:
     """Real (query, passage) pairs: a standard-library module's synopsis line and the rest of its
-    docstring (read with ast, never imported)."""
-    pairs = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        if path.name.startswith("_") or len(pairs) >= limit:
-            continue
-        try:
-            doc = (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        synopsis, _, body = doc.partition("\n")
-        if len(synopsis) >= 10 and len(body.strip()) >= 150:
-            pairs.append(Pair(synopsis.strip(), " ".join(body.split())[:600], f"stdlib:{path.stem}", "stdlib"))
-    return pairs
+    docstring."""
+    return [Pair(synopsis, " ".join(body.split())[:600], f"stdlib:{stem}", "stdlib")
+            for stem, synopsis, body in stdlib_docstrings(limit)]
 
 
 @pytest.fixture(scope="module")
