@@ -63,14 +63,14 @@ def main() -> None:
             box = page.locator("#query").get_by_role("textbox")
             box.fill(args.query)
             box.press("Enter")  # the first search loads the model: its timings include that
-            page.locator("#student-hits .edse-hit").first.wait_for()
+            page.locator("#search-hits .edse-hit").first.wait_for()
             page.locator("#rerank").get_by_role("checkbox").check()
             expect(page.locator("#timings")).to_contain_text("rerank")
             box.press("Enter")  # once more, warm, as a user's second search
             expect(page.locator("#timings")).not_to_contain_text("load")
             settle(page)
             print(page.locator("#timings").inner_text())
-            for column in ("#student-hits", "#teacher-hits"):
+            for column in ("#search-hits", "#teacher-hits"):
                 print(page.locator(column).inner_text())
             page.screenshot(path=str(out / "ui-search.png"))
             browser.close()

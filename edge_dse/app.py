@@ -105,7 +105,7 @@ def hits_html(hits: Sequence[Hit], *, k: int, title: str, query: str = "", reran
             m = movement(hit, k)
             move = f'<span class="edse-move{" down" if m.startswith("↓") else ""}">{m}</span>'
             if m == "new":  # from below the first column's cut: say from where
-                was = f"{before} #{hit.student_rank}" if before else f"was #{hit.student_rank}"
+                was = f"{before} #{hit.first_rank}" if before else f"was #{hit.first_rank}"
                 move += f'<span class="edse-was">({html.escape(was)})</span> '
             elif not m:  # below the teacher's depth: the first column's order and score
                 move = '<span class="edse-was">(not re-scored)</span> '
@@ -131,7 +131,7 @@ def table_html(title: str, headers: Sequence[str], rows: Sequence[Sequence], emp
 def open_choices(res: SearchResult) -> list[tuple[str, str]]:
     """Dropdown entries for every hit of both columns, once each: (label, JSON [path, start, end])."""
     seen, out = set(), []
-    for col, hits in ((res.ranked_by_short or "search", res.student), (res.reranked_by_short or "teacher", res.teacher or [])):
+    for col, hits in ((res.ranked_by_short or "search", res.first), (res.reranked_by_short or "teacher", res.teacher or [])):
         for h in hits:
             if h.chunk_id not in seen:
                 seen.add(h.chunk_id)
@@ -205,7 +205,7 @@ def render_search(res: SearchResult, *, query: str, k: int, mode: str) -> tuple[
     fixed name: which encoder is the default depends on the shipped cards."""
     empty = res.note or "no results"
     title = f"Search order: {res.ranked_by or 'keyword search (BM25)'}"
-    first = hits_html(res.student, k=k, title=title, query=query, empty=empty)
+    first = hits_html(res.first, k=k, title=title, query=query, empty=empty)
     agree = ""
     teacher_title = f"Reranked by the {res.reranked_by}" if res.reranked_by else "Teacher-reranked order"
     if res.teacher is None:
@@ -214,7 +214,7 @@ def render_search(res: SearchResult, *, query: str, k: int, mode: str) -> tuple[
     else:
         teacher_col = hits_html(res.teacher, k=k, title=teacher_title, query=query, reranked=True, empty=empty,
                                 before=res.ranked_by_short)
-        overlap, tau = agreement(res.student, res.teacher, k)
+        overlap, tau = agreement(res.first, res.teacher, k)
         agree = f" — agreement: overlap@{k} {overlap:.2f}, Kendall tau " + ("n/a" if tau is None else f"{tau:+.2f}")
     line = f"**[{mode}]** " + format_timings(res.timings) + agree
     # The teacher's note shows in its own column, not again in the message line.
@@ -381,7 +381,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
             # read first, not found below k hits.
             timings = gr.Markdown(elem_id="timings")
             with gr.Row(equal_height=False):
-                student_col = gr.HTML(elem_id="student-hits")
+                search_col = gr.HTML(elem_id="search-hits")
                 teacher_col = gr.HTML(elem_id="teacher-hits")
             with gr.Accordion("Open a hit in context", open=True):
                 open_pick = gr.Dropdown([], label="Hit", elem_id="open-pick")
@@ -413,7 +413,7 @@ def build_app(library: str | os.PathLike | None = None, *, teacher: str | os.Pat
             cards_md = gr.Markdown(elem_id="cards")
 
         search_inputs = [query, k, mode, rerank]
-        search_outputs = [student_col, teacher_col, timings, message, open_pick]
+        search_outputs = [search_col, teacher_col, timings, message, open_pick]
         search_btn.click(do_search, search_inputs, search_outputs, api_name="search")
         query.submit(do_search, search_inputs, search_outputs, api_name=False)
         rerank.change(on_rerank_toggle, search_inputs, search_outputs, api_name=False)

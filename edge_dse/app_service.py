@@ -37,7 +37,7 @@ CONTEXT_CHARS = 1500
 def movement(hit: Hit, k: int) -> str:
     """How far a reranked hit moved from its rank in the first column: ↑n, ↓n, =, or "new" when
     the first column ranked it below the k it showed."""
-    if hit.student_rank is not None and hit.student_rank > k:
+    if hit.first_rank is not None and hit.first_rank > k:
         return "new"
     return hit.moved()
 
@@ -170,7 +170,7 @@ def read_cards(model: str | os.PathLike | None, teacher: str | os.PathLike | Non
 # -- the service behind the page -------------------------------------------------------------------
 @dataclass
 class SearchResult:
-    student: list[Hit]  # the first column, as the library's encoder (or BM25) ranked it; the name is the API's
+    first: list[Hit]  # the first column: the hits in the search's own order (the encoder, BM25 or both)
     teacher: list[Hit] | None  # None: no rerank asked for, or it could not run (teacher_note says why)
     timings: dict[str, float]
     note: str = ""  # about the query or the first column's results

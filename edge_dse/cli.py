@@ -103,7 +103,7 @@ def cmd_search(args) -> int:
     if args.json:
         out = {"query": query, "mode": hits.mode, "ranked_by": ranked_by, "timings_ms": hits.timings}
         if depth:
-            out["rerank_depth"] = depth  # the hits with a student_rank are the ones it re-scored
+            out["rerank_depth"] = depth  # the hits with a first_rank are the ones it re-scored
             out["reranked_by"] = reranked_by
         print(json.dumps({**out, "hits": [h.to_dict() for h in hits]}, ensure_ascii=False, indent=2))
         return 0
@@ -112,7 +112,7 @@ def cmd_search(args) -> int:
         return 0
     for hit in hits:
         where = f"  [{hit.heading}]" if hit.heading else ""
-        moved = hit.moved() + " " if hit.student_rank is not None else ""  # after a rerank
+        moved = hit.moved() + " " if hit.first_rank is not None else ""  # after a rerank
         print(f"{hit.rank:>2}  {moved}{hit.score:.4f}  {hit.path}{where}  (chars {hit.start}-{hit.end})")
         snippet = " ".join(hit.text.split())
         print(textwrap.indent(textwrap.shorten(snippet, width=220, placeholder=" ..."), "    "))

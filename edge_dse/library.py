@@ -314,8 +314,8 @@ class Library:
 
         It is slower per hit than the student, so it re-scores only the first `depth` hits
         (default: the depth its card records, else rerank.DEFAULT_DEPTH); the hits below follow in
-        the student's order with the student's scores and no `student_rank` (not re-scored). Each
-        re-scored Hit has the teacher's score and, in `student_rank`, where the student had it.
+        the search's order with its scores and no `first_rank` (not re-scored). Each
+        re-scored Hit has the teacher's score and, in `first_rank`, where the search had it.
         `teacher` is a folder, a shipped name or a loaded Reranker (a named one is loaded once
         per Library); `on_progress(done, total)` hears of each batch the teacher scores. The
         result keeps the timings of `hits` and adds teacher_load_ms and rerank_ms."""

@@ -53,16 +53,16 @@ class Hit:
     end: int
     heading: str
     chunk_id: int
-    student_rank: int | None = None  # after a teacher rerank: the rank the student gave it
+    first_rank: int | None = None  # after a teacher rerank: the rank the search (the first stage) gave it
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def moved(self) -> str:
         """After a rerank, how far it moved from the student's rank: ↑n, ↓n or = ("" before)."""
-        if self.student_rank is None:
+        if self.first_rank is None:
             return ""
-        step = self.student_rank - self.rank
+        step = self.first_rank - self.rank
         return f"↑{step}" if step > 0 else f"↓{-step}" if step < 0 else "="
 
 
@@ -237,9 +237,9 @@ class Searcher:
                                     mode=mode)  # the blend weight measured for this mode's first-stage order
         timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
         out = [
-            replace(head[r.index], rank=new_rank + 1, score=round(r.score, 6), student_rank=head[r.index].rank)
+            replace(head[r.index], rank=new_rank + 1, score=round(r.score, 6), first_rank=head[r.index].rank)
             for new_rank, r in enumerate(order)
-        ] + [replace(h, rank=len(head) + i + 1, student_rank=None) for i, h in enumerate(tail)]
+        ] + [replace(h, rank=len(head) + i + 1, first_rank=None) for i, h in enumerate(tail)]
         before = getattr(hits, "timings", {})
         return Hits(out, {**before, **_rounded(timings)}, mode)
 

@@ -20,9 +20,9 @@ from edge_dse.app_service import (ENCODER_ROLE, TEACHER_ROLE, Service, TeacherLo
 from edge_dse.library import MAX_QUERY_CHARS, Hit
 
 
-def hit(chunk_id: int, rank: int, student_rank: int | None = None) -> Hit:
+def hit(chunk_id: int, rank: int, first_rank: int | None = None) -> Hit:
     return Hit(rank=rank, score=1.0 / rank, path=f"/d/{chunk_id}.txt", text="t", start=0, end=1, heading=None,
-               chunk_id=chunk_id, student_rank=student_rank)
+               chunk_id=chunk_id, first_rank=first_rank)
 
 
 def test_movement_says_up_down_same_or_new():
@@ -102,12 +102,12 @@ def test_search_with_rerank_gives_both_columns_and_all_stage_timings(service, co
     message = service.add(str(corpus))
     assert message.startswith(f"added {corpus}") and "7 added" in message
     res = service.search(TOPICS["bike"][2], k=3, rerank=False)
-    assert res.student[0].path.endswith("bike.pdf") and res.teacher is None
+    assert res.first[0].path.endswith("bike.pdf") and res.teacher is None
     assert {"encode_ms", "ann_ms", "fetch_ms"} <= set(res.timings)
     res = service.search(TOPICS["bike"][2], k=3, rerank=True)
-    assert len(res.student) == len(res.teacher) == 3
+    assert len(res.first) == len(res.teacher) == 3
     assert res.teacher[0].path.endswith("bike.pdf")
-    assert all(h.student_rank is not None for h in res.teacher) and "rerank_ms" in res.timings
+    assert all(h.first_rank is not None for h in res.teacher) and "rerank_ms" in res.timings
     # The first column names the encoder that ranked it (the library's), or none for BM25.
     assert res.encoder == service.status()["model"]["model_id"] and res.encoder
     assert service.search(TOPICS["bike"][2], k=3, mode="keyword").encoder == ""
@@ -161,7 +161,7 @@ def test_the_teacher_reranks_the_depth_its_card_records(tmp_path, corpus, stand_
         assert totals == {5} and len(res.teacher) == 3  # five re-scored, the best three shown
         # k above the depth: the hits below it keep the student's order, not re-scored.
         res = svc.search(TOPICS["bike"][2], k=7, rerank=True)
-        assert [h.student_rank is not None for h in res.teacher] == [True] * 5 + [False] * 2
+        assert [h.first_rank is not None for h in res.teacher] == [True] * 5 + [False] * 2
     finally:
         svc.close()
 
@@ -173,7 +173,7 @@ def test_rerank_without_a_teacher_keeps_the_student_and_names_the_fix(tmp_path, 
     svc = Service(tmp_path / "lib")
     svc.add(str(corpus))
     res = svc.search(TOPICS["bread"][2], k=2, rerank=True)
-    assert res.student and res.teacher is None
+    assert res.first and res.teacher is None
     assert "no teacher model" in res.teacher_note and "edge-dse distill" in res.teacher_note
     assert [c.card["name"] for c in read_cards(None, None)] == ["baseline"]
     svc.close()
@@ -188,7 +188,7 @@ def test_a_100k_character_query_is_cut_with_a_note(service, corpus):
 
 def test_open_chunk_reads_only_files_of_the_library(service, corpus, tmp_path):
     service.add(str(corpus))
-    top = service.search(TOPICS["bread"][2], k=1).student[0]
+    top = service.search(TOPICS["bread"][2], k=1).first[0]
     before, chunk, after, start, end = service.open_chunk(top.path, top.start, top.end)
     assert "sourdough" in chunk and (start, end) == (top.start, top.end)
     secret = tmp_path / "secret.txt"
@@ -220,7 +220,7 @@ def test_writes_by_another_process_give_a_message_while_searches_go_on(service, 
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(EdgeDSEError, match="being written by another process"):
             service.sync()
-        assert service.search(TOPICS["sleep"][2], k=1).student[0].path.endswith("sleep.rst")
+        assert service.search(TOPICS["sleep"][2], k=1).first[0].path.endswith("sleep.rst")
     finally:
         holder.kill()
         holder.wait()
@@ -274,7 +274,7 @@ def test_a_search_runs_while_a_sync_writes(service, corpus, tmp_path):
         time.sleep(0.01)
     res = service.search(TOPICS["python"][2], k=1)  # not blocked by, nor failing on, the write
     writer.join()
-    assert res.student[0].path.endswith("python.py") and done[0].startswith(f"added {code}")
+    assert res.first[0].path.endswith("python.py") and done[0].startswith(f"added {code}")
 
 
 def test_snippets_show_markup_files_without_their_markup_and_leave_the_hit_as_it_was():

@@ -175,13 +175,13 @@ def test_search_shows_both_columns_timings_and_the_rerank(page, folders, gate):
     box = page.locator("#query").get_by_role("textbox")
     box.fill(QUERY)
     box.press("Enter")
-    page.locator("#student-hits .edse-hit").first.wait_for()
-    assert "ann.py" in page.locator("#student-hits").inner_text()
+    page.locator("#search-hits .edse-hit").first.wait_for()
+    assert "ann.py" in page.locator("#search-hits").inner_text()
     expect(page.locator("#teacher-hits")).to_contain_text("turn on")
     timing = page.locator("#timings").inner_text()
     assert all(stage in timing for stage in ("encode", "ANN", "fetch", "total")), timing
     # The timings line is read before the hits, not found below k of them.
-    line, hits = page.locator("#timings").bounding_box(), page.locator("#student-hits").bounding_box()
+    line, hits = page.locator("#timings").bounding_box(), page.locator("#search-hits").bounding_box()
     assert line["y"] + line["height"] <= hits["y"], (line, hits)
     page.locator("#rerank").get_by_role("checkbox").check()
     # The teacher's scoring of QUERY is held after its first report (rerank_hooks): the progress

@@ -194,7 +194,7 @@ def test_the_ui_names_the_baseline_that_ranked_the_hits(baseline_library):
         first, teacher_col, line, _ = render_search(res, query=query, k=2, mode="vector")
         assert f"Search order: {label}" in first and "Reranked by the stand-in (reranker)" in teacher_col
         # A hit the teacher lifted from below the cut says which model had it there.
-        lifted = replace(res.teacher[0], student_rank=4)
+        lifted = replace(res.teacher[0], first_rank=4)
         assert "(baseline #4)" in hits_html([lifted], k=2, title="t", reranked=True, before=res.ranked_by_short)
         assert all(choice.startswith(("baseline ", "stand-in ")) for choice, _ in open_choices(res))
         plain = render_search(svc.search(query, k=2, mode="vector"), query=query, k=2, mode="vector")

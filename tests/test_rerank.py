@@ -78,7 +78,7 @@ def test_library_rerank_reorders_hits_and_keeps_the_students_rank(library, bi_te
     reranked = library.rerank("board game for two", hits, teacher=bi_teacher)
     assert sorted(h.chunk_id for h in reranked) == sorted(h.chunk_id for h in hits)
     assert [h.rank for h in reranked] == [1, 2, 3]
-    assert sorted(h.student_rank for h in reranked) == [h.rank for h in hits]
+    assert sorted(h.first_rank for h in reranked) == [h.rank for h in hits]
     assert reranked[0].path.endswith("note1.txt")
     assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
     assert {"teacher_load_ms", "rerank_ms"} <= set(reranked.timings)
@@ -95,7 +95,7 @@ def test_cli_search_rerank_prints_moves_and_both_timings(library, bi_teacher, ca
     assert "rerank" in out.err + out.out and "encode" in out.err + out.out
     code = cli(["search", "water for tea", "-l", str(library.path), "--json", "--rerank", "--teacher", str(bi_teacher)])
     data = json.loads(capsys.readouterr().out)
-    assert code == 0 and all(h["student_rank"] is not None for h in data["hits"]) and "rerank_ms" in data["timings_ms"]
+    assert code == 0 and all(h["first_rank"] is not None for h in data["hits"]) and "rerank_ms" in data["timings_ms"]
 
 
 def test_cli_search_rerank_without_a_teacher_says_how_to_get_one(library, tmp_path, monkeypatch, capsys):
@@ -144,7 +144,7 @@ def deep_library(tmp_path_factory):
 
 def rescored(hits) -> int:
     """How many hits the teacher re-scored (the others carry no student rank)."""
-    return sum(h["student_rank"] is not None if isinstance(h, dict) else h.student_rank is not None for h in hits)
+    return sum(h["first_rank"] is not None if isinstance(h, dict) else h.first_rank is not None for h in hits)
 
 
 def test_the_api_reranks_as_deep_as_the_teachers_card_says(deep_library, seven_deep, bi_teacher):
@@ -153,7 +153,7 @@ def test_the_api_reranks_as_deep_as_the_teachers_card_says(deep_library, seven_d
     hits = deep_library.search("a kettle for tea", k=12)
     reranked = deep_library.rerank("a kettle for tea", hits, teacher=seven_deep)
     assert len(reranked) == 12 and rescored(reranked) == 7
-    assert sorted(h.student_rank for h in reranked[:7]) == list(range(1, 8))
+    assert sorted(h.first_rank for h in reranked[:7]) == list(range(1, 8))
     # Below the depth: the student's hits, order and scores, ranked on from 8.
     assert [(h.chunk_id, h.score, h.rank) for h in reranked[7:]] == [(h.chunk_id, h.score, h.rank) for h in hits[7:]]
     assert rescored(deep_library.rerank("a kettle for tea", hits, teacher=seven_deep, depth=3)) == 3
