@@ -72,8 +72,9 @@ class IndexSpec:
 def rebuild_flags(spec: IndexSpec, fields_changed: set[str], *, max_length: int) -> str:
     """The `edge-dse index` / `reindex` flags that ask for `spec`'s value of each changed field (as
     one string, each flag led by a space), so a refusal can name the exact rebuild command.
-    max_length is the encoder window that gives spec.chunk_tokens. A set of ignored folders the
-    flags cannot express (one lacking a default name) is named as the API's argument."""
+    max_length is the encoder window that gives spec.chunk_tokens. A value the flags cannot
+    express (a set of ignored folders lacking a default name, hidden files off, a size in bytes)
+    is named as the API's argument."""
     from .ingest import DEFAULT_IGNORE_DIRS
 
     flags = []
@@ -86,8 +87,8 @@ def rebuild_flags(spec: IndexSpec, fields_changed: set[str], *, max_length: int)
     if "max_file_bytes" in fields_changed:
         mb = spec.max_file_bytes / 2**20
         flags.append(f"--max-file-mb {mb:g}" if mb == round(mb, 3) else f"(max_bytes={spec.max_file_bytes})")
-    if "include_hidden" in fields_changed and spec.include_hidden:
-        flags.append("--include-hidden")
+    if "include_hidden" in fields_changed:  # the flag only turns it on
+        flags.append("--include-hidden" if spec.include_hidden else "(include_hidden=False)")
     if "ignore_dirs" in fields_changed:
         if set(DEFAULT_IGNORE_DIRS) <= set(spec.ignore_dirs):
             flags += [f"--ignore-dir {name}" for name in spec.ignore_dirs if name not in DEFAULT_IGNORE_DIRS]

@@ -225,3 +225,20 @@ def test_cli_spec_flags_are_recorded_refused_and_named_in_the_rebuild_command(lo
     assert spec["hnsw_m"] == 12 and spec["hnsw_ef_construction"] == 64 and "generated" in spec["ignore_dirs"]
     with Library(tmp_path / "lib", model=MODEL, progress=False, readonly=True) as opened:
         assert opened.ann_index().M == 12
+
+
+def test_rebuild_flags_name_each_changed_setting_or_its_api_argument():
+    from dataclasses import replace
+
+    from edge_dse.index_spec import rebuild_flags
+
+    spec = replace(IndexSpec.default(126), hnsw_m=8, max_file_bytes=3 * 2**20, include_hidden=True,
+                   ignore_dirs=tuple(sorted({*IndexSpec.default(126).ignore_dirs, "drafts"})))
+    every = {"chunk_tokens", "hnsw_m", "hnsw_ef_construction", "max_file_bytes", "include_hidden", "ignore_dirs"}
+    assert rebuild_flags(spec, every, max_length=128) == (
+        " --max-length 128 --hnsw-m 8 --hnsw-ef-construction 200 --max-file-mb 3 --include-hidden --ignore-dir drafts")
+    assert rebuild_flags(spec, {"hnsw_m"}, max_length=128) == " --hnsw-m 8"
+    # What no flag can ask for is named as the Library argument.
+    odd = replace(spec, max_file_bytes=1000, include_hidden=False, ignore_dirs=(".git",))
+    assert rebuild_flags(odd, {"max_file_bytes", "include_hidden", "ignore_dirs"}, max_length=128) == (
+        " (max_bytes=1000) (include_hidden=False) (ignore_dirs=['.git'])")
