@@ -17,6 +17,7 @@ from .errors import EdgeDSEError, IndexSpecMismatchError, ModelMismatchError
 from .index_spec import IndexSpec, rebuild_flags
 from .models import ModelCard
 
+
 def shipped_model_that_built_it(catalog) -> str | None:
     """With no model named, an existing library opens with the shipped model that built it
     (a library made with the baseline keeps working when the student becomes the default);
