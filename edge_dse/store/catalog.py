@@ -256,8 +256,7 @@ class Catalog:
                 # A new (or older) catalog. WAL is a property of the file, set once by a
                 # writer. An existing current one needs no write at all to open, so opening
                 # never waits for another process's write transaction.
-                conn.execute("PRAGMA journal_mode = WAL")
-                self._create_schema()
+                self._create_with_retry()
             if not readonly:
                 # synchronous=FULL fsyncs the WAL at every commit, so a commit survives power
                 # loss too, not only a process crash (NORMAL keeps the file consistent but may
@@ -305,6 +304,28 @@ class Catalog:
             )
         if missing:
             raise corrupt_error(self.path, f"missing tables {', '.join(sorted(missing))}")
+
+    def _create_with_retry(self) -> None:
+        """Switch a new catalog to WAL and create its schema. Two processes creating one library at
+        once (two `edge-dse index` on a new folder) can meet here as SQLite's deadlock case: each
+        statement reads, then asks for the write lock, and SQLite answers one of them "database is
+        locked" at once instead of calling the busy handler (a wait could never end). Seen once in
+        tests/test_reliability_concurrency.py's two writers, where the loser must instead get the
+        writer lock's message. So retry until BUSY_TIMEOUT_S; by then the other process has made
+        the schema, and nothing is left to do."""
+        import time
+
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                if self._meta_raw("schema_version") != str(SCHEMA_VERSION):
+                    self._create_schema()
+                return
+            except sqlite3.OperationalError as e:
+                if not ("locked" in str(e) or "busy" in str(e)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- transactions -----------------------------------------------------------------------
     @contextmanager
