@@ -25,3 +25,16 @@ def test_a_missing_row_or_speed_is_never_a_pass():
     r["speed"] = {}
     assert decide(r)["default"] is False
     assert decide({"splits": {}, "speed": {}})["default"] is False
+
+
+def test_ndcg10_counts_one_positive_only_inside_the_top_10():
+    import math
+
+    import pytest
+
+    from edge_dse.distill.evaluate import metrics, ndcg10
+
+    assert ndcg10([4, 9, 2], 4) == 1.0
+    assert ndcg10([4, 9, 2], 2) == pytest.approx(1 / math.log2(4))
+    assert ndcg10(list(range(20)), 10) == 0.0  # 11th place is outside the cut
+    assert metrics([[4, 9, 2], list(range(20))], [2, 10])["ndcg@10"] == round(0.5 / math.log2(4), 4)

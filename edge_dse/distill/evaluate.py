@@ -60,13 +60,21 @@ def load_split(data_dir: Path, name: str, *, max_queries: int, max_corpus: int, 
     return Split(name, [p.query for p in chosen], corpus, [where[p.passage] for p in chosen])
 
 
+def ndcg10(ranked: Sequence[int], positive: int) -> float:
+    """nDCG@10 of one query with one relevant item: 1/log2(rank + 1) when it is in the top 10.
+
+    The one definition the eval tables, the teacher's blend choice and bench.modes share."""
+    top = list(ranked[:K])
+    return 1 / math.log2(top.index(positive) + 2) if positive in top else 0.0
+
+
 def metrics(rankings: Sequence[Sequence[int]], positive: Sequence[int]) -> dict:
     ndcg = mrr = rec = 0.0
     for ranked, pos in zip(rankings, positive):
         top = list(ranked[:K])
         if pos in top:
             r = top.index(pos)
-            ndcg += 1 / math.log2(r + 2)
+            ndcg += ndcg10(top, pos)
             mrr += 1 / (r + 1)
             rec += 1
     n = max(1, len(positive))

@@ -222,10 +222,9 @@ def first_stage(mode: str, docs: Sequence[str], queries: Sequence[str], depth: i
 
 
 def _ndcg10(orders: Sequence[Sequence[int]], lists: Sequence[DevList]) -> float:
-    import math
+    from .evaluate import ndcg10
 
-    gain = [1 / math.log2(list(o[:10]).index(d.positive) + 2) if d.positive in list(o[:10]) else 0.0
-            for o, d in zip(orders, lists)]
+    gain = [ndcg10(o, d.positive) for o, d in zip(orders, lists)]
     return float(np.mean(gain)) if gain else 0.0
 
 
