@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine, percentile
+from bench.common import exact_top_k, machine, percentile
 
 GRID_M = (8, 16, 32)
 GRID_EF_CONSTRUCTION = (100, 200)
@@ -85,13 +85,6 @@ def load_vectors(path: Path) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def exact_top(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    scores = queries @ base.T
-    top = np.argpartition(-scores, k, axis=1)[:, :k]
-    order = np.take_along_axis(scores, top, 1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(top, order, 1)
-
-
 def build(base: np.ndarray, M: int, ef_construction: int, threads: int):
     import hnswlib
 
@@ -110,7 +103,7 @@ def index_bytes(index) -> int:
 
 
 def measure(base: np.ndarray, queries: np.ndarray, runs: int, threads: int, grid_m, grid_efc, grid_ef) -> list[dict]:
-    truth = exact_top(base, queries, K)
+    truth = exact_top_k(base, queries, K)
     rows = []
     for M in grid_m:
         for efc in grid_efc:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import child_main, md_table, peak_rss_mb, percentile, pydoc_queries, ratio, rss_mb, run_child, times
+from bench.common import child_main, exact_top_k, md_table, peak_rss_mb, percentile, pydoc_queries, ratio, rss_mb, run_child, times
 
 ENGINES = ("edge_dse", "exact numpy", "chroma")
 
@@ -63,9 +63,7 @@ def build(p: dict) -> dict:
         chroma.add(client, col, full_vectors, [texts[i % len(texts)] for i in range(p["size"])])
         ids = np.arange(p["size"])
     t_build = time.perf_counter() - t0
-    from edge_dse.distill.candidates import dense_neighbours  # exact top-k in blocks (1M rows)
-
-    top = dense_neighbours(full_vectors, qv, 10)
+    top = exact_top_k(full_vectors, qv, 10)
     np.save(folder.parent / f"{folder.name}-truth.npy", ids[top])
     return {"build_s": t_build, "build_peak_rss_mb": peak_rss_mb(), "real_by_source": counts,
             "disk_bytes": sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())}
@@ -89,7 +87,7 @@ def query(p: dict) -> dict:
         only = lambda v: index.search(v, 10)[0]  # noqa: E731
     elif p["engine"] == "exact numpy":
         matrix = np.load(Path(p["folder"]) / "vectors.npy")
-        only = lambda v: np.argpartition(-(matrix @ v), 10)[:10]  # noqa: E731
+        only = lambda v: exact_top_k(matrix, v[None], 10)[0]  # noqa: E731
         full = lambda q: only(enc.encode([q], kind="query")[0])  # noqa: E731
     else:
         from bench import chroma

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def ndcg_by_split(embed, data_dir: str, queries: int, corpus: int, seed: int = 0) -> dict[str, float]:
-    from edge_dse.distill.candidates import dense_neighbours
+    from bench.common import exact_top_k
     from edge_dse.distill.evaluate import HELD_OUT, K, load_split, metrics
 
     out = {}
@@ -18,6 +18,6 @@ def ndcg_by_split(embed, data_dir: str, queries: int, corpus: int, seed: int = 0
         if not (Path(data_dir) / f"{name}.jsonl").is_file():
             continue
         split = load_split(Path(data_dir), name, max_queries=queries, max_corpus=corpus, seed=seed)
-        top = dense_neighbours(embed(split.corpus, "document"), embed(split.queries, "query"), K)
+        top = exact_top_k(embed(split.corpus, "document"), embed(split.queries, "query"), K)
         out[name] = metrics(top, split.positive)["ndcg@10"]
     return out

