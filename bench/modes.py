@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import statistics
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from bench.common import machine, md_table
 from edge_dse import modes
+from edge_dse.distill.evaluate import ndcg10
 
 WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 K = 10
@@ -54,12 +54,6 @@ def split_sets(data_dir: Path, name: str, queries: int, corpus: int, dev_queries
     docs = list(dict.fromkeys(reported.corpus + [p.passage for p in dev]))
     where = {d: i for i, d in enumerate(docs)}
     return (docs, list(zip(reported.queries, reported.positive)), [(p.query, where[p.passage]) for p in dev])
-
-
-def ndcg10(files: list[int], positive: int) -> float:
-    """nDCG@10 of one relevant file in a ranked list of file indexes (repeats already dropped)."""
-    top = files[:K]
-    return 1 / math.log2(top.index(positive) + 2) if positive in top else 0.0
 
 
 def first_per_file(ranked: list[tuple[int, float]], file_of: dict[int, int]) -> list[int]:
