@@ -1,7 +1,9 @@
-"""Shared pieces of the benchmarks: real text, timing, memory."""
+"""Shared pieces of the benchmarks: real text, the models and the Chroma store several questions
+use, exact search, timing, memory, child processes, tables."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import random
@@ -11,6 +13,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+BENCH_EXTRA = "pip install -e '.[bench]' (its own venv: bench/README.md)"
 
 # The real text of every benchmark; the harness test points it at a small folder of its own.
 PYDOC_SOURCES = Path(os.environ.get("EDGE_DSE_BENCH_DOCS", "/usr/share/doc/python3.11/html/_sources"))
@@ -98,6 +104,50 @@ def pydoc_queries(limit: int = 200, seed: int = 0) -> list[str]:
                 titles.append(above.strip())
     random.Random(seed).shuffle(titles)
     return titles[:limit]
+
+
+def student_or_baseline(student: str | None = None) -> Path:
+    """The bi-encoder the search, sync and DSE benchmarks run: the student when it has been
+    distilled, else the shipped baseline (every table names the model it used)."""
+    path = Path(student) if student else ASSETS / "student"
+    return path if (path / "model.onnx").is_file() else ASSETS / "baseline"
+
+
+def search_encoder(student: str | None = None):
+    from edge_dse import Encoder
+
+    return Encoder(student_or_baseline(student), threads=2)
+
+
+# Chroma is the store users would pick instead, in the search and the sync comparisons: a
+# PersistentClient given our vectors (it embeds nothing), with edge_dse's HNSW settings (M,
+# ef_construction, ef_search), cosine space.
+def chroma_missing() -> str | None:
+    """Why Chroma cannot run here (the bench extra is not installed), or None."""
+    return None if importlib.util.find_spec("chromadb") else f"chromadb is not installed: {BENCH_EXTRA}"
+
+
+def chroma_collection(path, create: bool = True):
+    """(client, collection) of the benchmarks' Chroma store at path, made with edge_dse's HNSW
+    settings when `create`, else opened as it is."""
+    import chromadb
+    from edge_dse.store.ann import AnnIndex
+
+    client = chromadb.PersistentClient(path=str(path), settings=chromadb.Settings(anonymized_telemetry=False))
+    if not create:
+        return client, client.get_collection("bench", embedding_function=None)
+    hnsw = {"space": "cosine", "max_neighbors": AnnIndex.DEFAULTS["M"],
+            "ef_construction": AnnIndex.DEFAULTS["ef_construction"], "ef_search": AnnIndex.DEFAULTS["ef_search"]}
+    return client, client.get_or_create_collection("bench", configuration={"hnsw": hnsw}, embedding_function=None)
+
+
+def chroma_add(client, col, vectors, documents, metadatas=None) -> None:
+    """Everything in batches of the client's maximum (Chroma refuses larger adds)."""
+    step = client.get_max_batch_size()
+    for lo in range(0, len(vectors), step):
+        hi = min(len(vectors), lo + step)
+        col.add(ids=[str(i) for i in range(lo, hi)], embeddings=vectors[lo:hi], documents=documents[lo:hi],
+                metadatas=metadatas[lo:hi] if metadatas else None)
 
 
 # Scores held at once by exact_top_k: 2**26 float32 = 256 MB (200 queries x 1M rows would be 800 MB).

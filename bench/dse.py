@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from bench.common import child_main, exact_top_k, md_table, pydoc_passages, pydoc_queries, run_child
-from bench.models import ASSETS, student_or_baseline
+from bench.common import (ASSETS, child_main, exact_top_k, md_table, pydoc_passages, pydoc_queries, run_child,
+                          student_or_baseline)
 
 TARGET = 1000  # the distil issue's target at N = 10k
 

@@ -16,12 +16,11 @@ import argparse
 
 import numpy as np
 
-from bench.common import machine, pydoc_queries
+from bench.common import machine, pydoc_queries, search_encoder
 
 
 def main() -> None:
     from bench import ann_recall
-    from bench.models import search_encoder
     from bench.search import real_vectors, replicate
     from edge_dse.store.ann import AnnIndex
 

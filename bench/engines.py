@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import child_main, exact_top_k, md_table, peak_rss_mb, percentile, pydoc_queries, ratio, rss_mb, run_child, times
+from bench.common import (chroma_add, chroma_collection, chroma_missing, child_main, exact_top_k, md_table, peak_rss_mb,
+                          percentile, pydoc_queries, ratio, rss_mb, run_child, search_encoder, times)
 
 ENGINES = ("edge_dse", "exact numpy", "chroma")
 
 
 def _data(p: dict):
-    from bench.models import search_encoder
     from bench.search import real_vectors, replicate
 
     enc = search_encoder(p.get("student"))
@@ -56,11 +56,9 @@ def build(p: dict) -> dict:
         np.save(folder / "vectors.npy", full_vectors)
         ids = np.arange(p["size"])
     else:
-        from bench import chroma
-
         full_vectors = full()
-        client, col = chroma.open_collection(folder)
-        chroma.add(client, col, full_vectors, [texts[i % len(texts)] for i in range(p["size"])])
+        client, col = chroma_collection(folder)
+        chroma_add(client, col, full_vectors, [texts[i % len(texts)] for i in range(p["size"])])
         ids = np.arange(p["size"])
     t_build = time.perf_counter() - t0
     top = exact_top_k(full_vectors, qv, 10)
@@ -70,8 +68,6 @@ def build(p: dict) -> dict:
 
 
 def query(p: dict) -> dict:
-    from bench.models import search_encoder
-
     enc = search_encoder(p.get("student"))
     queries = pydoc_queries(p["queries"])
     truth = np.load(Path(p["folder"] + "-truth.npy"))
@@ -90,9 +86,7 @@ def query(p: dict) -> dict:
         only = lambda v: exact_top_k(matrix, v[None], 10)[0]  # noqa: E731
         full = lambda q: only(enc.encode([q], kind="query")[0])  # noqa: E731
     else:
-        from bench import chroma
-
-        _, col = chroma.open_collection(p["folder"], create=False)
+        _, col = chroma_collection(p["folder"], create=False)
         only = lambda v: np.array(col.query(query_embeddings=[v], n_results=10, include=[])["ids"][0], dtype=np.int64)  # noqa: E731
         full = lambda q: col.query(query_embeddings=enc.encode([q], kind="query"), n_results=10, include=["documents"])  # noqa: E731
         only(enc.encode([queries[0]], kind="query")[0])  # loads the index
@@ -116,9 +110,6 @@ def measure(p: dict) -> dict:
 
 def section(sizes: list[int], real: int, queries: int, student: str | None = None,
             timeout: float | None = None, data: str | None = None) -> tuple[str, dict]:
-    from bench import chroma
-    from bench.models import search_encoder
-
     from edge_dse.store.ann import AnnIndex
 
     enc_id = search_encoder(student).id
@@ -129,8 +120,8 @@ def section(sizes: list[int], real: int, queries: int, student: str | None = Non
     for size in sizes:
         got, notes = {}, {}
         for engine in ENGINES:
-            if engine == "chroma" and chroma.missing():
-                notes[engine] = [engine, f"not available: {chroma.missing()}"]
+            if engine == "chroma" and chroma_missing():
+                notes[engine] = [engine, f"not available: {chroma_missing()}"]
                 continue
             tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
             p = {"engine": engine, "size": size, "real": real, "queries": queries, "student": student,

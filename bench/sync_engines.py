@@ -19,14 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PYDOC_SOURCES, child_main, copy_sample, md_table, peak_rss_mb, ratio, run_child, times
+from bench.common import (PYDOC_SOURCES, chroma_add, chroma_collection, chroma_missing, child_main, copy_sample, md_table,
+                          peak_rss_mb, ratio, run_child, search_encoder, times)
 
 ENGINES = ("edge_dse", "plain pipeline into chroma")
 
 
 def measure(p: dict) -> dict:
-    from bench.models import search_encoder
-
     enc = search_encoder(p.get("student"))
     store = Path(p["store"])
     t0 = time.perf_counter()
@@ -38,7 +37,6 @@ def measure(p: dict) -> dict:
         lib.close()
         files, chunks = rep.seen - rep.failed, rep.chunks
     else:
-        from bench import chroma
         from edge_dse.encoder import passage_text
         from edge_dse.ingest import chunk_text, extract
         from edge_dse.ingest.discover import FoundFile, discover
@@ -55,8 +53,8 @@ def measure(p: dict) -> dict:
             texts += [passage_text(c.text, c.heading) for c in chunks_of]
             metas += [{"path": str(item.path)}] * len(chunks_of)
         vectors = enc.encode(texts, kind="document")
-        client, col = chroma.open_collection(store)
-        chroma.add(client, col, vectors, texts, metas)
+        client, col = chroma_collection(store)
+        chroma_add(client, col, vectors, texts, metas)
         chunks = len(texts)
     secs = time.perf_counter() - t0
     return {"seconds": secs, "files": files, "chunks": chunks, "peak_rss_mb": peak_rss_mb(),
@@ -65,8 +63,6 @@ def measure(p: dict) -> dict:
 
 def section(folder: str | None = None, every: int = 1, student: str | None = None,
             timeout: float | None = None) -> tuple[str, dict]:
-    from bench import chroma
-
     src = Path(folder or PYDOC_SOURCES)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     headers = ["engine", "files", "chunks", "seconds", "files/s", "chunks/s", "vs plain chroma pipeline",
@@ -76,8 +72,8 @@ def section(folder: str | None = None, every: int = 1, student: str | None = Non
         docs = tmp / "docs"
         copy_sample(src, docs, every)
         for engine in ENGINES:
-            if engine != "edge_dse" and chroma.missing():
-                rows.append([engine, f"not available: {chroma.missing()}"])
+            if engine != "edge_dse" and chroma_missing():
+                rows.append([engine, f"not available: {chroma_missing()}"])
                 continue
             r = run_child("bench.sync_engines", {"engine": engine, "folder": str(docs), "student": student,
                                                  "store": str(tmp / engine.replace(" ", "-"))}, timeout)
