@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..errors import EdgeDSEError
 
-# The settings `python -m bench.encode quantization` chose: the fastest with mean cosine to fp32 >= 0.99 on real
-# text, and reduce_range kept because the shipped model must also be accurate on AVX2 CPUs without
+# The settings `python -m bench.encode quantization` chose: the fastest with mean cosine to fp32
+# >= 0.99 on real text, and reduce_range kept because the shipped model must also be accurate on AVX2 CPUs without
 # VNNI, where 8-bit weights saturate the u8*s8 multiply (docs/invariants.md: cosine down to 0.92 there).
 # Gather (the embedding tables) is quantised as well: MatMul-only leaves 47 MB of fp32 embeddings
 # and a 59 MB file, MatMul+Gather gives 23 MB at the same speed and cosine.
