@@ -52,7 +52,7 @@ def run(section: str, s: dict, a) -> tuple[str, dict]:
         from bench.search import section as search
 
         return search(s["sizes"], s["real"], s["search_queries"], a.student, data=a.data)
-    from bench.sync_engines import section as sync
+    from bench.sync import section as sync
 
     return sync(a.sync_folder, s["every"], a.student)
 
