@@ -49,10 +49,10 @@ def run(section: str, s: dict, a) -> tuple[str, dict]:
 
         return dse(s["dse_sizes"], s["teacher_pairs"], a.threads, a.teacher, a.student, s["dse_real"])
     if section == "search":
-        from bench.engines import section as engines
+        from bench.search import section as search
 
-        return engines(s["sizes"], s["real"], s["search_queries"], a.student, data=a.data)
-    from bench.sync_engines import section as sync
+        return search(s["sizes"], s["real"], s["search_queries"], a.student, data=a.data)
+    from bench.sync import section as sync
 
     return sync(a.sync_folder, s["every"], a.student)
 

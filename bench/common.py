@@ -1,20 +1,25 @@
-"""Shared pieces of the benchmarks: real text, timing, memory."""
+"""Shared pieces of the benchmarks: real text, the models and the Chroma store several questions
+use, exact search, timing, memory, child processes, tables."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import random
 import resource
 import shutil
-import statistics
 import sys
-import time
 from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+BENCH_EXTRA = "pip install -e '.[bench]' (its own venv: bench/README.md)"
 
 # The real text of every benchmark; the harness test points it at a small folder of its own.
 PYDOC_SOURCES = Path(os.environ.get("EDGE_DSE_BENCH_DOCS", "/usr/share/doc/python3.11/html/_sources"))
-PYDOC_HTML = Path("/usr/share/doc/python3.11/html")
 
 
 def source_folder(arg: str) -> Path:
@@ -101,15 +106,68 @@ def pydoc_queries(limit: int = 200, seed: int = 0) -> list[str]:
     return titles[:limit]
 
 
-def timed(fn, repeats: int = 3) -> tuple[float, list[float]]:
-    """Median wall time of `repeats` calls (after one warm-up call)."""
-    fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs), runs
+def student_or_baseline(student: str | None = None) -> Path:
+    """The bi-encoder the search, sync and DSE benchmarks run: the student when it has been
+    distilled, else the shipped baseline (every table names the model it used)."""
+    path = Path(student) if student else ASSETS / "student"
+    return path if (path / "model.onnx").is_file() else ASSETS / "baseline"
+
+
+def search_encoder(student: str | None = None):
+    from edge_dse import Encoder
+
+    return Encoder(student_or_baseline(student), threads=2)
+
+
+# Chroma is the store users would pick instead, in the search and the sync comparisons: a
+# PersistentClient given our vectors (it embeds nothing), with edge_dse's HNSW settings (M,
+# ef_construction, ef_search), cosine space.
+def chroma_missing() -> str | None:
+    """Why Chroma cannot run here (the bench extra is not installed), or None."""
+    return None if importlib.util.find_spec("chromadb") else f"chromadb is not installed: {BENCH_EXTRA}"
+
+
+def chroma_collection(path, create: bool = True):
+    """(client, collection) of the benchmarks' Chroma store at path, made with edge_dse's HNSW
+    settings when `create`, else opened as it is."""
+    import chromadb
+    from edge_dse.store.ann import AnnIndex
+
+    client = chromadb.PersistentClient(path=str(path), settings=chromadb.Settings(anonymized_telemetry=False))
+    if not create:
+        return client, client.get_collection("bench", embedding_function=None)
+    hnsw = {"space": "cosine", "max_neighbors": AnnIndex.DEFAULTS["M"],
+            "ef_construction": AnnIndex.DEFAULTS["ef_construction"], "ef_search": AnnIndex.DEFAULTS["ef_search"]}
+    return client, client.get_or_create_collection("bench", configuration={"hnsw": hnsw}, embedding_function=None)
+
+
+def chroma_add(client, col, vectors, documents, metadatas=None) -> None:
+    """Everything in batches of the client's maximum (Chroma refuses larger adds)."""
+    step = client.get_max_batch_size()
+    for lo in range(0, len(vectors), step):
+        hi = min(len(vectors), lo + step)
+        col.add(ids=[str(i) for i in range(lo, hi)], embeddings=vectors[lo:hi], documents=documents[lo:hi],
+                metadatas=metadatas[lo:hi] if metadatas else None)
+
+
+# Scores held at once by exact_top_k: 2**26 float32 = 256 MB (200 queries x 1M rows would be 800 MB).
+EXACT_BLOCK_SCORES = 1 << 26
+
+
+def exact_top_k(matrix: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Row indexes of the k best rows of `matrix` for each query by dot product (cosine for unit
+    vectors), best first: matrix @ query, argpartition, then a sort of the k kept. The truth every
+    recall is measured against, and what the "exact numpy" search engine row times. Queries go in
+    blocks so that the scores held at once stay under EXACT_BLOCK_SCORES at any matrix size."""
+    k = min(k, len(matrix))
+    out = np.empty((len(queries), k), dtype=np.int64)
+    block = max(1, EXACT_BLOCK_SCORES // max(1, len(matrix)))
+    for lo in range(0, len(queries), block):
+        scores = queries[lo: lo + block] @ matrix.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        out[lo: lo + block] = np.take_along_axis(top, order, axis=1)
+    return out
 
 
 def peak_rss_mb() -> float:

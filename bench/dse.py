@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from bench.common import child_main, md_table, pydoc_passages, pydoc_queries, run_child
-from bench.models import ASSETS, student_or_baseline
+from bench.common import (ASSETS, child_main, exact_top_k, md_table, pydoc_passages, pydoc_queries, run_child,
+                          student_or_baseline)
 
 TARGET = 1000  # the distil issue's target at N = 10k
 
@@ -49,8 +49,7 @@ def measure(p: dict) -> dict:
         times = []
         for q in queries:
             t0 = time.perf_counter()
-            qv = student.encode([q], kind="query")[0]
-            np.argpartition(-(vecs @ qv), 10)[:10]
+            exact_top_k(vecs, student.encode([q], kind="query"), 10)
             times.append(time.perf_counter() - t0)
         rows.append({"n": n, "timed_pairs": m, "teacher_s": t_teacher, "student_s": statistics.median(times)})
     return {"teacher": teacher.id, "student": student.id, "rows": rows}

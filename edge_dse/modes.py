@@ -11,7 +11,7 @@ from typing import Sequence
 
 MODES = ("vector", "keyword", "hybrid")
 
-# Chosen by `python -m bench.modes` (README "Search modes: which one is the default"): every
+# Chosen by `python -m bench.search modes` (README "Search modes: which one is the default"): every
 # held-out split indexed as files in a real Library. VECTOR_WEIGHT is tuned on queries the report
 # does not use; the default mode is then the best mean nDCG@10 over the reported splits among the
 # modes that lose no split by more than MAX_SPLIT_LOSS to the best mode there.
@@ -22,7 +22,7 @@ MAX_SPLIT_LOSS = 0.01
 # VECTOR_WEIGHT * vector + (1 - VECTOR_WEIGHT) * keyword (0 from a list that lacks the chunk).
 # Measured against reciprocal rank fusion, which keeps only ranks: scaled scores keep the gaps,
 # so a keyword list of weak partial matches (definitions worded unlike the query) barely moves a
-# confident vector order, while a clear exact-word match still rises (bench.modes' table).
+# confident vector order, while a clear exact-word match still rises (that bench's table).
 VECTOR_WEIGHT = 0.6
 FUSION_DEPTH = 50  # each list is read this deep (at least k)
 

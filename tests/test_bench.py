@@ -115,7 +115,7 @@ def test_every_section_prints_one_well_formed_table(report):
 
 
 def test_encode_rows_measured_or_say_why(report):
-    from bench.models import ROWS
+    from bench.encode import ROWS
 
     rows = {r[0]: r for r in report[1]["encode"][1:]}
     assert list(rows) == [label for label, *_ in ROWS]

@@ -1,5 +1,5 @@
 """The hybrid fusion, the default-mode rule, and the measurement they were chosen by
-(bench/modes.py): the fusion the library runs is the one measured, and the shipped settings are
+(`python -m bench.search modes`): the fusion the library runs is the one measured, and the shipped settings are
 what the recorded run chose."""
 
 from __future__ import annotations
@@ -65,17 +65,17 @@ def topics_split(data: Path, n: int = 40) -> None:
 
 
 def test_bench_measures_the_real_hybrid_search(tmp_path, capsys):
-    from bench import modes as bench_modes
+    from bench import search as bench_search
 
     topics_split(tmp_path / "data")
     out = tmp_path / "modes.json"
-    assert bench_modes.main(["--data", str(tmp_path / "data"), "--queries", "12", "--corpus", "30",
-                             "--dev-queries", "8", "--rerank", "--json", str(out)]) == 0
+    assert bench_search.main(["modes", "--data", str(tmp_path / "data"), "--queries", "12", "--corpus", "30",
+                              "--dev-queries", "8", "--rerank", "--json", str(out)]) == 0
     run = json.loads(out.read_text())
     split = run["splits"]["pydoc"]
     assert (split["reported_queries"], split["dev_queries"]) == (12, 8)
     assert run["hybrid_mismatches"] == 0  # Library.search("hybrid") is modes.fuse of its two lists
-    assert run["vector_weight"] in bench_modes.WEIGHTS and run["default"] in modes.MODES
+    assert run["vector_weight"] in bench_search.HYBRID_WEIGHTS and run["default"] in modes.MODES
     assert all(0.0 <= v <= 1.0 for v in split["reported"].values())
     assert split["reported"]["vector"] > 0.5  # titles find their own topic text
     reranked = {m.split(" + teacher@")[0] for m in split["reported"] if " + teacher@" in m}  # the shipped teacher
@@ -85,10 +85,10 @@ def test_bench_measures_the_real_hybrid_search(tmp_path, capsys):
 
 
 def test_the_bench_names_the_fix_without_data(tmp_path):
-    from bench import modes as bench_modes
+    from bench import search as bench_search
 
     with pytest.raises(SystemExit, match="edge-dse distill"):
-        bench_modes.main(["--data", str(tmp_path)])
+        bench_search.main(["modes", "--data", str(tmp_path)])
 
 
 def test_library_hybrid_is_the_fusion_of_its_vector_and_keyword_lists(tmp_path):

@@ -30,7 +30,8 @@ def test_every_package_is_listed_for_the_wheel():
 
 def test_the_quantisation_table_ships_as_package_data_and_matches_the_bench():
     """Exports embed edge_dse/distill/quantization.json in every bi-encoder card (installed or
-    not); it is a copy of what bench/quantization.py wrote, refreshed by hand (its docstring)."""
+    not); it is a copy of what `python -m bench.encode quantization` wrote, refreshed by hand
+    (bench/encode.py's docstring)."""
     import json
 
     packaged = REPO / "edge_dse" / "distill" / "quantization.json"

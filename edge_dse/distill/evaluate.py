@@ -63,7 +63,8 @@ def load_split(data_dir: Path, name: str, *, max_queries: int, max_corpus: int, 
 def ndcg10(ranked: Sequence[int], positive: int) -> float:
     """nDCG@10 of one query with one relevant item: 1/log2(rank + 1) when it is in the top 10.
 
-    The one definition the eval tables, the teacher's blend choice and bench.modes share."""
+    The one definition the eval tables, the teacher's blend choice and `python -m bench.search
+    modes` share."""
     top = list(ranked[:K])
     return 1 / math.log2(top.index(positive) + 2) if positive in top else 0.0
 

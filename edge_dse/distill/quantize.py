@@ -1,10 +1,10 @@
 """int8 quantisation: the settings every shipped model is quantised with, the step that applies
 them, and the measured table that chose them (carried in each bi-encoder card).
 
-The settings were chosen by `bench/quantization.py`. Its table ships with the package as
-`edge_dse/distill/quantization.json` (a copy of bench/results/quantization.json; that module's
-docstring says how to refresh it), so an export from an installed wheel embeds the same table
-as one from a checkout. Training-time code.
+The settings were chosen by `python -m bench.encode quantization`. Its table ships with the
+package as `edge_dse/distill/quantization.json` (a copy of bench/results/quantization.json;
+bench/encode.py's docstring says how to refresh it), so an export from an installed wheel embeds
+the same table as one from a checkout. Training-time code.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..errors import EdgeDSEError
 
-# The settings `bench/quantization.py` chose: the fastest with mean cosine to fp32 >= 0.99 on real
-# text, and reduce_range kept because the shipped model must also be accurate on AVX2 CPUs without
+# The settings `python -m bench.encode quantization` chose: the fastest with mean cosine to fp32
+# >= 0.99 on real text, and reduce_range kept because the shipped model must also be accurate on AVX2 CPUs without
 # VNNI, where 8-bit weights saturate the u8*s8 multiply (docs/invariants.md: cosine down to 0.92 there).
 # Gather (the embedding tables) is quantised as well: MatMul-only leaves 47 MB of fp32 embeddings
 # and a 59 MB file, MatMul+Gather gives 23 MB at the same speed and cosine.
@@ -28,8 +28,8 @@ QUANTIZATION = {
     "op_types": ["MatMul", "Gather"],
 }
 
-# What `bench/quantization.py` measured (filled in from its output; the card carries it).
-BENCH_COMMAND = "python bench/quantization.py --docs 500 --queries 500 --seed 0 --threads 2 --repeats 5"
+# What that command measured (filled in from its output; the card carries it).
+BENCH_COMMAND = "python -m bench.encode quantization --docs 500 --queries 500 --seed 0 --threads 2 --repeats 5"
 # Where that command writes its table in a checkout: the card names it, so the command stays the
 # one that re-makes it (the package's copy is read, see QUANTIZATION_TABLE).
 BENCH_RESULTS = "bench/results/quantization.json"

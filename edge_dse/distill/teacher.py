@@ -294,7 +294,7 @@ def dev_rerank(model_dir: Path, lists: Sequence[DevList], max_length: int) -> di
 
 
 BLEND_MODES = ("hybrid",)  # the modes whose first-stage order gets its own weight (vector's: dev_rerank's)
-BLEND_DEV_QUERIES = 200  # dev queries per split (as bench.modes tunes the hybrid's fusion on)
+BLEND_DEV_QUERIES = 200  # dev queries per split (as `bench.search modes` tunes the hybrid's fusion on)
 
 
 def blend_by_mode(teacher, data_dir: Path, splits: Sequence[str], *, modes: Sequence[str] = BLEND_MODES,

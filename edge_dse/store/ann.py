@@ -89,7 +89,7 @@ def _fsync_dir(folder: Path) -> None:
 class AnnIndex:
     """Approximate nearest neighbours over the catalog's chunk vectors (hnswlib, cosine).
 
-    Parameters (hnswlib's, with their costs; defaults measured by bench/ann_recall.py):
+    Parameters (hnswlib's, with their costs; defaults measured by `python -m bench.search hnsw`):
 
     M                 links per node (2*M on the bottom layer). Higher: better recall,
                       especially for high-dimensional data, at more memory (each element
@@ -103,7 +103,7 @@ class AnnIndex:
                       linearly with it. It is not saved in the file, so it is set after every
                       load.
 
-    DEFAULTS were measured with `python -m bench.ann_recall --large` (SYNTHETIC clustered
+    DEFAULTS were measured with `python -m bench.search hnsw --large` (SYNTHETIC clustered
     vectors shaped like text embeddings, dim 384, queries off the passages' manifold, 2-core
     shared AMD EPYC; no real embeddings existed yet). recall@10 vs exact search:
 
@@ -118,9 +118,10 @@ class AnnIndex:
     M=16, ef_construction=200 is the cheapest build at >= 0.98: M=32 costs 2.5x the build time
     and 8% more memory for the same recall.
 
-    ef_search was then re-measured on real embeddings (`python -m bench.search --sizes 100000
-    --ef 160 200 256 320 400`: the baseline's vectors of 10k Python docs passages, replicated
-    with jitter to 100k, 200 real queries). recall@10 vs exact at 100k:
+    ef_search was then re-measured on real embeddings (an earlier script; today `python -m
+    bench.search ef --sizes 100000 --real 10000 --student assets/baseline --ef 160 200 256 320
+    400`: the baseline's vectors of 10k Python docs passages, replicated with jitter to 100k, 200
+    real queries). recall@10 vs exact at 100k:
 
         ef     160    200    256    320    400
         recall 0.979  0.979  0.985  0.990  0.992
@@ -129,7 +130,7 @@ class AnnIndex:
     That choice (320) missed the target on real text: the full benchmark (bench/README.md) uses
     90,888 distinct passages (Python docs, Debian descriptions, WordNet glosses) embedded by the
     student, jittered copies only past that, and got 0.977 at 100k and 0.962 at 1M.
-    `python -m bench.ef_sweep` on those vectors (200 real queries, one thread, HNSW alone):
+    `python -m bench.search ef` on those vectors (200 real queries, one thread, HNSW alone):
 
         ef            320    480    640    960    1280
         recall 100k   0.977  0.985  0.989  0.994  0.995
