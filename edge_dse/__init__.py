@@ -11,6 +11,7 @@ onnxruntime (and never torch).
 """
 
 from . import config as _config  # noqa: F401  (sets the offline environment first)
+from .lazy import lazy_names
 
 __version__ = "0.1.0"
 __all__ = ["Encoder", "Library", "Reranker", "Hit", "SyncReport", "EdgeDSEError"]
@@ -25,15 +26,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'edge_dse' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

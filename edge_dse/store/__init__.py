@@ -4,6 +4,8 @@ not import numpy, sqlite-utils or hnswlib."""
 
 from __future__ import annotations
 
+from ..lazy import lazy_names
+
 __all__ = ["Catalog", "FileRow", "ChunkRow", "AnnIndex", "WriterLock"]
 
 _LAZY = {
@@ -15,15 +17,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'edge_dse.store' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
