@@ -339,11 +339,8 @@ class Catalog:
             if self._depth:
                 if not self._writing:
                     raise RuntimeError("transaction() inside snapshot(): a read snapshot cannot write")
-                self._depth += 1
-                try:
+                with self._joined():
                     yield
-                finally:
-                    self._depth -= 1
                 return
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth, self._writing = 1, True
@@ -360,16 +357,22 @@ class Catalog:
                 self._depth, self._writing = 0, False
 
     @contextmanager
+    def _joined(self) -> Iterator[None]:
+        """Inside an open transaction or snapshot: count the nesting, so only the outermost ends it."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+    @contextmanager
     def snapshot(self) -> Iterator[None]:
         """A read transaction: every query inside sees the same committed state (WAL snapshot),
         e.g. the generation and the ids/vectors it describes. Joins an open transaction."""
         with self._lock:
             if self._depth:
-                self._depth += 1
-                try:
+                with self._joined():
                     yield
-                finally:
-                    self._depth -= 1
                 return
             self._conn.execute("BEGIN DEFERRED")
             self._depth = 1
