@@ -223,13 +223,10 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
 
     from . import student as student_mod
 
+    done = tc.finished_or_begin(out, "modules.json", "hpd", threads=cfg.threads, seed=cfg.seed, log=log)
+    if done:
+        return done
     final = out / "model"
-    if (final / "modules.json").is_file() and (out / "train.json").is_file():
-        log(f"hpd: {final} exists, skipped")
-        return final
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    tc.set_seed(cfg.seed)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16())
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     run = Run(text_dir, vector_dir, cfg, out / "projection.npy", log=log)

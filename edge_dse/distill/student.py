@@ -155,13 +155,10 @@ def train(cfg: StudentConfig, examples: list[tc.ListExample], out: Path, log=pri
     folder out/model. `regulariser(student, step)` (hpd.Regulariser) adds stage 1's loss."""
     import torch
 
+    done = tc.finished_or_begin(out, "modules.json", "student", threads=cfg.threads, seed=cfg.seed, log=log)
+    if done:
+        return done
     final = out / "model"
-    if (final / "modules.json").is_file() and (out / "train.json").is_file():
-        log(f"student: {final} exists, skipped")
-        return final
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    tc.set_seed(cfg.seed)
     rng0 = random.Random(cfg.seed)
     pca_texts = rng0.sample([p for ex in examples for p in ex.passages], min(cfg.pca_texts, sum(len(e.passages) for e in examples)))
     student = build(cfg, pca_texts)

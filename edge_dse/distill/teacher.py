@@ -93,13 +93,10 @@ def train(cfg: TeacherConfig, out: Path, cand_dir: Path, labels_dir: Path, log=p
     """Train (or resume) the cross-encoder; returns the Hugging Face folder out/model."""
     import torch
 
+    done = tc.finished_or_begin(out, "config.json", "teacher", threads=cfg.threads, seed=cfg.seed, log=log)
+    if done:
+        return done
     final = out / "model"
-    if (final / "config.json").is_file() and (out / "train.json").is_file():
-        log(f"teacher: {final} exists, skipped")
-        return final
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    tc.set_seed(cfg.seed)
     examples = load_examples(cfg, cand_dir, labels_dir)
     model, tok = _model_and_tokenizer(Path(cfg.init) if cfg.init else tc.base_transformer_dir(cfg.base))
     head = [p for n, p in model.named_parameters() if n.startswith("classifier")]

@@ -172,6 +172,21 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def finished_or_begin(out: Path, marker: str, what: str, *, threads: int, seed: int, log=print) -> Path | None:
+    """out/model when a finished run is there (its `marker` file and out/train.json), else None,
+    after making `out` and fixing torch's threads and every seed for a run to start or resume."""
+    import torch
+
+    final = out / "model"
+    if (final / marker).is_file() and (out / "train.json").is_file():
+        log(f"{what}: {final} exists, skipped")
+        return final
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    set_seed(seed)
+    return None
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Written beside, then renamed: a run killed mid-save keeps the previous checkpoint."""
     import torch
