@@ -8,6 +8,7 @@ the teacher, the student and both ONNX exports all see human-written text.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,7 @@ def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):
     # Stage 1a first learned the base model's own space (plan.hpd_warm_pairs), and stage 1 began there.
     warm = json.loads((hpd_dir / "warm" / "train.json").read_text())
     assert warm["pairs"] == min(plan.hpd_warm_pairs, manifest["pairs"]) > 0 and warm["config"]["init"] is None
+    assert warm["stage"].endswith(f"the {plan.hpd_warm_labeller} model's embedding space")
     assert stage1["config"]["init"] == str(hpd_dir / "warm" / "model")
     assert any(line.startswith(f"distill: stage 1 vectors ({plan.hpd_warm_labeller})") for line in logs)
     assert (hpd_dir / "student" / "asset" / "model.onnx").is_file()
@@ -150,6 +152,8 @@ def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):
     assert stage2["config"]["init"] == str(hpd_dir / "student" / "model") and stage2["config"]["hpd_weight"] > 0
     card = json.loads((root / "assets" / "student" / "card.json").read_text())
     assert card["max_length"] == 64 and "stage 2" in card["role"]
+    # Its source names the base model it was cut from (and that model's licence), not a work folder.
+    assert card["source"]["model"].startswith("layers ") and " of tiny-bert," in card["source"]["model"]
     # The student's card holds the records of the stages it grew from, and renders them.
     earlier = card["training"]["earlier_stages"]
     assert [e["name"].split(":")[0] for e in earlier] == ["stage 1a", "stage 1"]
@@ -218,3 +222,16 @@ def test_eval_prints_every_row_on_the_held_out_split(tiny_run, capsys):
     for row in ("BM25", "student int8", "student fp32 (torch)", "all-MiniLM-L6-v2 (torch)", "teacher rerank@50"):
         assert row in text, text
     assert "no all-mpnet-base-v2 folder" in text
+
+
+def test_eval_records_its_table_and_the_promotion_verdict_in_the_card(tiny_run, tmp_path):
+    plan, out, _, root = tiny_run
+    asset = tmp_path / "student"
+    shutil.copytree(out["student"], asset)
+    evaluate.main(["--data", str(plan.work / "data"), "--splits", "debian.test", "--queries", "10", "--corpus", "50",
+                   "--student", str(asset), "--teacher", str(root / "none"), "--no-torch",
+                   "--card", str(asset), "--promote", str(asset)])
+    card = json.loads((asset / "card.json").read_text())
+    assert "student int8" in card["evaluation"]["table"] and isinstance(card["promotion"]["default"], bool)
+    # card.md is rendered after the verdict is written, so it shows it beside the table.
+    assert "Default encoder? **" in (asset / "card.md").read_text()

@@ -276,15 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    for asset in args.card:
-        record_in_card(asset, result, argv, args.threads)
-    if args.promote:
+    if args.promote:  # before the cards are rendered, so a card.md shows the verdict
         from .promote import decide
 
         verdict = decide(result)
         card = read_card(args.promote)
         card["promotion"] = verdict
         write_card(args.promote, card)
+    for asset in args.card:
+        record_in_card(asset, result, argv, args.threads)
+    if args.promote:
         role = ROLE_TITLES[DEFAULT if verdict["default"] else OPT_IN]
         print(f"promotion: {role} ({verdict['rule']}); "
               + ("; ".join(verdict["short"]) or "every condition met"))

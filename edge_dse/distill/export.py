@@ -49,6 +49,7 @@ class ExportRequest:
     quantize: bool = True  # False ships the fp32 graph (not for assets/)
     made_by: str = ""  # the command that re-makes the folder (card.md shows it)
     extra: dict | None = None  # merged into the card last (a distilled model's "training")
+    source: dict | None = None  # where the weights came from (sources.describe_source's keys); None: described from the source
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def export_model(source: str | Path, out_dir: Path, request: ExportRequest, text
         final, quantization, vs_torch = _check_quantise_and_measure(graph, info, settings, request, texts, repeats,
                                                                     work, build, log)
         shutil.copyfile(final, build / models.MODEL_FILE)
-        card = _card(request, settings, graph, build, quantization, vs_torch, describe_source(source, model_dir))
+        card = _card(request, settings, graph, build, quantization, vs_torch, request.source or describe_source(source, model_dir))
         write_cards(build, card)
     log(f"export: wrote {out_dir} ({card['files']['model.onnx']['bytes'] / 1e6:.1f} MB model.onnx)")
     return card

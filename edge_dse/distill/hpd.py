@@ -215,8 +215,10 @@ def _length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_dir: Path | None = None, log=print) -> Path:
-    """Train (or resume) stage 1; returns the sentence-transformers folder out/model."""
+def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_dir: Path | None = None, target: str = "mpnet",
+          log=print) -> Path:
+    """Train (or resume) stage 1 on `target`'s vectors (the labeller's name, for the record);
+    returns the sentence-transformers folder out/model."""
     import contextlib
 
     import torch
@@ -277,7 +279,7 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
     measure()
     student_mod.save(student, cfg, final)
     tc.write_json(out / "train.json", {
-        "stage": "1: projective distillation (HPD) of all-mpnet-base-v2", "config": asdict(cfg), "pairs": len(run.a),
+        "stage": f"1: projective distillation (HPD) of the {target} model's embedding space", "config": asdict(cfg), "pairs": len(run.a),
         "text_set": json.loads((Path(text_dir) / "manifest.json").read_text()),
         "texts": len(run.texts), "projection_keeps": round(run.retained, 4), "bf16_autocast": bf16,
         "train_seconds": round(time.perf_counter() - started), "curve": curve, **loop.summary(),

@@ -296,13 +296,14 @@ def stage1(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> tuple[P
     if plan.hpd_warm_pairs:  # stage 1a: the base model's own space first
         warm_vectors, warm_pairs = stage1_vectors(plan, log, mapper, labeller=plan.hpd_warm_labeller, pairs=plan.hpd_warm_pairs)
         warm_cfg = hpd.HPDConfig(pairs=warm_pairs, **settings)
-        init = str(hpd.train(warm_cfg, hpd_dir / "texts", warm_vectors, hpd_dir / "warm", data_dir=data_dir, log=log))
+        init = str(hpd.train(warm_cfg, hpd_dir / "texts", warm_vectors, hpd_dir / "warm", data_dir=data_dir,
+                             target=plan.hpd_warm_labeller, log=log))
     vectors, n_pairs = stage1_vectors(plan, log, mapper)
     cfg = hpd.HPDConfig(pairs=n_pairs, init=init, **settings)
-    model_dir = hpd.train(cfg, hpd_dir / "texts", vectors, hpd_dir / "student", data_dir=data_dir, log=log)
+    model_dir = hpd.train(cfg, hpd_dir / "texts", vectors, hpd_dir / "student", data_dir=data_dir, target=plan.hpd_labeller, log=log)
     asset = hpd_dir / "student" / "asset"
     if _step("stage 1 export", has_card(asset), log):
-        export_student(plan, model_dir, asset, stage="stage 1 (projective distillation of all-mpnet-base-v2)",
+        export_student(plan, model_dir, asset, stage=f"stage 1 (projective distillation of the {plan.hpd_labeller} model)",
                        model_id="edge-dse/student-hpd-l3-256", training=hpd_dir / "student" / "train.json", log=log)
     regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
     return model_dir, regulariser
@@ -412,10 +413,14 @@ def earlier_stages(plan: Plan) -> list[dict]:
     adds stage 1's held-out row beside the student's)."""
     hpd_dir = plan.work / "hpd"
     stages = []
-    for name, folder in (("stage 1a: the base model's own space", hpd_dir / "warm"),
-                         ("stage 1: projective distillation of all-mpnet-base-v2", hpd_dir / "student")):
+    for name, folder in ((f"stage 1a: the base model's own space (the {plan.hpd_warm_labeller} model's vectors)", hpd_dir / "warm"),
+                         (f"stage 1: projective distillation of the {plan.hpd_labeller} model", hpd_dir / "student")):
         if (folder / "train.json").is_file():
-            stages.append({"name": name, **json.loads((folder / "train.json").read_text())})
+            record = json.loads((folder / "train.json").read_text())
+            record.pop("stage", None)  # the name says it (records made before hpd.train's `target` named mpnet for both)
+            if record.get("trials") and any(record["trials"] == s.get("trials") for s in stages):
+                record.pop("trials")  # one trial table (hpd/trials.json) is read into both runs' records
+            stages.append({"name": name, **record})
     return stages
 
 
@@ -423,12 +428,18 @@ def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, mode
                    earlier: Sequence[dict] = (), extra: dict | None = None) -> None:
     from .export import ExportRequest, export_model
     from .measure import MeasureTexts
+    from .sources import describe_source, resolve_source
 
     test = [p for split in plan.test_splits for p in data_mod.read_jsonl(plan.work / "data" / f"{split}.jsonl")[:200]][:200]
+    record = json.loads(training.read_text())
+    config = record["config"]
+    base = describe_source(config["base"], resolve_source(config["base"]))  # the model the student was cut from
+    layers = ", ".join(str(i) for i in config["keep_layers"])
     request = ExportRequest(model_id=model_id + ("-tiny" if plan.tiny else ""), name="student",
                             role=f"a 3-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
                             made_by=plan.command(),
-                            extra={"training": {**json.loads(training.read_text()), **({"earlier_stages": list(earlier)} if earlier else {})},
+                            source={**base, "model": f"layers {layers} of {base['model']}, trained here (How it was made)"},
+                            extra={"training": {**record, **({"earlier_stages": list(earlier)} if earlier else {})},
                                    **(extra or {})})
     texts = MeasureTexts([p.passage for p in test], [p.query for p in test],
                          f"held-out pairs ({', '.join(plan.test_splits)}), the first 200")
