@@ -128,6 +128,17 @@ def test_put_replace_remove_and_generation(cat, rng):
     assert cat.keyword_search("docs", 10) == [] and len(cat.keyword_search("other", 10)) == 1
 
 
+def test_more_ids_than_one_sqlite_statement_holds_come_back_whole_and_in_order(cat, rng):
+    from edge_dse.store.catalog import _IN_BATCH
+
+    ids, vecs = put(cat, rng, "/docs/long.txt", 2 * _IN_BATCH + 7)  # three batches
+    asked = list(reversed(ids)) + [10**9]  # an id that does not exist: skipped, or a zero row
+    assert [r.id for r in cat.get_chunks(asked)] == list(reversed(ids))
+    got = cat.get_vectors(asked)
+    np.testing.assert_array_equal(got[:-1], vecs[::-1])
+    assert not got[-1].any()
+
+
 def test_put_file_is_all_or_nothing(cat, rng):
     ids, vecs = put(cat, rng, "/docs/a.txt", 3)
     g = cat.generation

@@ -608,12 +608,16 @@ class Catalog:
         ids = [int(i) for i in ids]
         found: dict[int, ChunkRow] = {}
         with self.snapshot():
-            for lo in range(0, len(ids), _IN_BATCH):
-                batch = ids[lo : lo + _IN_BATCH]
-                marks = ",".join("?" * len(batch))
-                for r in self._conn.execute(f"SELECT {_CHUNK_COLUMNS} FROM chunks WHERE id IN ({marks})", batch):
-                    found[r[0]] = ChunkRow(*r)
+            for r in self._chunk_rows(_CHUNK_COLUMNS, ids):
+                found[r[0]] = ChunkRow(*r)
         return [found[i] for i in ids if i in found]
+
+    def _chunk_rows(self, columns: str, ids: list[int]) -> Iterator[tuple]:
+        """`SELECT columns FROM chunks WHERE id IN ids`, asked in batches of _IN_BATCH ids (SQLite
+        caps the number of `?` in one statement). Call it inside a snapshot, so the batches agree."""
+        for lo in range(0, len(ids), _IN_BATCH):
+            batch = ids[lo : lo + _IN_BATCH]
+            yield from self._conn.execute(f"SELECT {columns} FROM chunks WHERE id IN ({','.join('?' * len(batch))})", batch)
 
     def get_vectors(self, ids: Sequence[int]) -> np.ndarray:
         """float32 vectors, one row per id in the order given. An id that no longer exists (a
@@ -622,10 +626,7 @@ class Catalog:
         ids = [int(i) for i in ids]
         blobs: dict[int, bytes] = {}
         with self.snapshot():
-            for lo in range(0, len(ids), _IN_BATCH):
-                batch = ids[lo : lo + _IN_BATCH]
-                marks = ",".join("?" * len(batch))
-                blobs.update(self._conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", batch).fetchall())
+            blobs.update(self._chunk_rows("id, vector", ids))
             if len(blobs) < len(set(ids)):
                 any_row = next(iter(blobs.values()), None)
                 if any_row is None:
