@@ -35,11 +35,7 @@ from . import train_common as tc
 
 
 @dataclass
-class HPDConfig:
-    base: str = tc.BASE_L6
-    keep_layers: tuple[int, ...] = (0, 2, 5)
-    dim: int = 256
-    matryoshka: tuple[int, ...] = (128,)
+class HPDConfig(tc.StudentShape):
     pairs: int = 50000  # the first N pairs of the shuffled text set
     batch_pairs: int = 32
     epochs: int = 1

@@ -33,11 +33,7 @@ from . import train_common as tc
 
 
 @dataclass
-class StudentConfig:
-    base: str = tc.BASE_L6
-    keep_layers: tuple[int, ...] = (0, 2, 5)
-    dim: int = 256
-    matryoshka: tuple[int, ...] = (128,)  # extra prefix lengths trained alongside `dim`
+class StudentConfig(tc.StudentShape):
     group: int = 8
     batch_queries: int = 16
     epochs: int = 1

