@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -102,6 +102,7 @@ def folders_to_add(folders: Sequence[str | os.PathLike]) -> list[str]:
     return paths
 
 
+@dataclass(eq=False)
 class Indexer:
     """One sync of a library's folders into its catalog (see the module's docstring).
 
@@ -118,24 +119,29 @@ class Indexer:
             (ingest.budget). ann_save_chunks: save the HNSW cache after this many chunks.
     """
 
-    def __init__(self, catalog: "Catalog", spec: IndexSpec, *, encoder: "Callable[[], Encoder]",
-                 refresh_index: Callable[[], None], cluster: "str | RayCluster | None" = None,
-                 model_folder: Path | None = None, progress: bool = True, extract_seconds: float | None = None,
-                 extract_memory: int | None = None, ann_save_chunks: int = ANN_SAVE_CHUNKS) -> None:
-        self.catalog = catalog
-        self.spec = spec
-        self.encoder = encoder
-        self.refresh_index = refresh_index
-        self.cluster = cluster
-        self.model_folder = model_folder
-        self.progress = progress
-        self.budget = {k: v for k, v in (("seconds", extract_seconds), ("memory_bytes", extract_memory))
-                       if v is not None}
-        self.ann_save_chunks = ann_save_chunks
-        self.report = SyncReport()
-        self._runner: "RayIndexer | None" = None  # the cluster's session, while in the with block
-        self._failures: list[tuple] = []  # failed files waiting to be recorded (_fail)
-        self._chunks_at_save = 0  # report.chunks when the HNSW cache was last saved in this sync
+    catalog: Catalog
+    spec: IndexSpec
+    _: KW_ONLY
+    encoder: Callable[[], Encoder]
+    refresh_index: Callable[[], None]
+    cluster: str | RayCluster | None = None
+    model_folder: Path | None = None
+    progress: bool = True
+    extract_seconds: float | None = None
+    extract_memory: int | None = None
+    ann_save_chunks: int = ANN_SAVE_CHUNKS
+    report: SyncReport = field(default_factory=SyncReport, init=False)
+    # the cluster's session, while in the with block
+    _runner: RayIndexer | None = field(default=None, init=False, repr=False)
+    # failed files waiting to be recorded (_fail)
+    _failures: list[tuple] = field(default_factory=list, init=False, repr=False)
+    # report.chunks when the HNSW cache was last saved in this sync
+    _chunks_at_save: int = field(default=0, init=False, repr=False)
+
+    @property
+    def budget(self) -> dict:
+        """One PDF or DOCX's extract budget, as ingest.BudgetedExtractor takes it: the limits given."""
+        return {k: v for k, v in (("seconds", self.extract_seconds), ("memory_bytes", self.extract_memory)) if v is not None}
 
     # -- the embed step on a Ray cluster (the cluster extra) -----------------------------------
     def __enter__(self) -> "Indexer":

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from dataclasses import asdict, dataclass, replace
+from dataclasses import KW_ONLY, asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from . import modes
@@ -126,6 +126,7 @@ class Query:
         return max(self.k, modes.FUSION_DEPTH) if self.mode == "hybrid" else self.k
 
 
+@dataclass(eq=False)
 class Searcher:
     """Searches and reranks a library's chunks (see the module's docstring).
 
@@ -137,15 +138,15 @@ class Searcher:
         threads: the teacher's onnxruntime threads. progress: show a bar on a long rerank.
     """
 
-    def __init__(self, catalog: "Catalog", *, ann_index: "Callable[[], AnnIndex]", encoder: "Callable[[], Encoder]",
-                 encoder_loaded: Callable[[], bool], threads: int | None = None, progress: bool = True) -> None:
-        self.catalog = catalog
-        self.ann_index = ann_index
-        self.encoder = encoder
-        self.encoder_loaded = encoder_loaded
-        self.threads = threads
-        self.progress = progress
-        self._rerankers: dict[str, "Reranker"] = {}  # loaded teachers, by the name or folder given
+    catalog: Catalog
+    _: KW_ONLY
+    ann_index: Callable[[], AnnIndex]
+    encoder: Callable[[], Encoder]
+    encoder_loaded: Callable[[], bool]
+    threads: int | None = None
+    progress: bool = True
+    # the teachers loaded so far, by the name or folder given
+    _rerankers: dict[str, Reranker] = field(default_factory=dict, init=False, repr=False)
 
     # -- searching ----------------------------------------------------------------------------
     def search(self, query: Query) -> Hits:
