@@ -80,20 +80,17 @@ class Hits(list):
         self.mode = mode
 
 
-def _cut(text: str | None) -> str:
-    """A query's first MAX_QUERY_CHARS characters."""
-    return (text or "")[:MAX_QUERY_CHARS]
-
-
-def _nfkc(text: str) -> str:
-    """NFKC, as the documents' text (ingest.extract.normalise): "ｆｕｌｌ" finds "full" by vector too."""
+def clean_query_text(text: str | None) -> str:
+    """A query as every stage reads it (the search and the rerank alike): its first MAX_QUERY_CHARS
+    characters, lone surrogates (undecodable bytes in argv, which the tokenizer cannot take) as
+    U+FFFD, then NFKC as the documents' text (ingest.extract.normalise): "ｆｕｌｌ" finds "full"."""
+    text = (text or "")[:MAX_QUERY_CHARS].encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return unicodedata.normalize("NFKC", text)
 
 
 @dataclass(frozen=True)
 class Query:
-    """One search, checked and cleaned once: `text` is stored cut to MAX_QUERY_CHARS, with lone
-    surrogates (undecodable bytes in argv, which the tokenizer cannot take) as U+FFFD, and NFKC.
+    """One search, checked and cleaned once: `text` is stored as clean_query_text makes it.
 
     ef_search: the HNSW candidate list of this search (None: the index's default, see
     store.ann.AnnIndex); higher finds more of the true nearest chunks, slower. Never below the
@@ -112,8 +109,7 @@ class Query:
         if self.ef_search is not None and self.ef_search < 1:
             raise EdgeDSEError(f"ef_search must be at least 1 (got {self.ef_search}): give --ef-search 1 or more, "
                                "or leave it out for the index's default")
-        text = _cut(self.text).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-        object.__setattr__(self, "text", _nfkc(text))
+        object.__setattr__(self, "text", clean_query_text(self.text))
 
     @property
     def empty(self) -> bool:
@@ -227,7 +223,7 @@ class Searcher:
         head, tail = list(hits[:depth]), list(hits[depth:])
         mode = getattr(hits, "mode", DEFAULT_MODE)  # a plain list of hits: the default mode's
         t0 = time.perf_counter()
-        text = _nfkc(_cut(query))
+        text = clean_query_text(query)
         with self._rerank_bar(len(head)) as bar:
             def report(done: int, total: int) -> None:
                 bar.update(done - bar.n)

@@ -515,6 +515,15 @@ def test_odd_queries_never_raise_and_give_sensible_results(query_lib, mode):
         assert top(ODD_QUERIES["control"]) == "bread.md"
 
 
+def test_a_rerank_reads_the_query_as_the_search_did(query_lib):
+    """Lone surrogates (undecodable argv bytes) reach the teacher as U+FFFD, as they reach the search."""
+    raw = ODD_QUERIES["lone surrogates"]
+    hits = query_lib.search(raw, k=5)
+    reranked = query_lib.rerank(raw, hits)
+    replaced = query_lib.rerank(raw.encode("utf-8", "surrogatepass").decode("utf-8", "replace"), hits)
+    assert reranked and [h.path for h in reranked] == [h.path for h in replaced]
+
+
 def test_odd_queries_on_the_command_line(query_lib):
     lib = query_lib.path
     for mode in ("keyword", "hybrid", "vector"):
