@@ -14,7 +14,7 @@ from . import config as _config  # noqa: F401  (sets the offline environment fir
 from .lazy import lazy_names
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "Library", "Reranker", "Hit", "SyncReport", "EdgeDSEError"]
+__all__ = ["Encoder", "Library", "Reranker", "Hit", "SyncReport", "EdgeDSEError", "embed_files", "EmbeddedFiles"]
 
 _LAZY = {
     "Encoder": ".encoder",
@@ -23,6 +23,8 @@ _LAZY = {
     "Hit": ".library",
     "SyncReport": ".library",
     "EdgeDSEError": ".errors",
+    "embed_files": ".file_embedding",
+    "EmbeddedFiles": ".file_embedding",
 }
 
 

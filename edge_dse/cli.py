@@ -179,6 +179,7 @@ def cmd_reindex(args) -> int:
 
 def cmd_embed(args) -> int:
     from .encoder import Encoder
+    from .file_embedding import embed_files
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".jsonl"):
@@ -187,7 +188,7 @@ def cmd_embed(args) -> int:
     missing = [p for p in args.files if not Path(p).is_file()]
     if missing:
         raise EdgeDSEError(f"{missing[0]}: no such file")
-    result = enc.embed_files(args.files, progress=not args.quiet and sys.stderr.isatty())
+    result = embed_files(args.files, enc, progress=not args.quiet and sys.stderr.isatty())
     meta_path = out.with_suffix(".jsonl") if out.suffix == ".npy" else out
     if out.suffix == ".npy":
         import numpy as np

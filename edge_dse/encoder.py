@@ -9,9 +9,8 @@ models.py's (the cross-encoder teacher and the export use the same code); this m
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import config, models
 from .errors import EdgeDSEError
@@ -41,15 +40,6 @@ def chunk_tokens(max_length: int) -> int:
 def max_length_for(tokens: int) -> int:
     """The encoder window whose chunks hold this many tokens of text (chunk_tokens' inverse)."""
     return int(tokens) + SPECIAL_TOKENS
-
-
-@dataclass
-class EmbeddedFiles:
-    """Per-chunk vectors of some files, row-aligned with `rows` (path, offsets, heading, text)."""
-
-    vectors: "np.ndarray"
-    rows: list[dict] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
 class Encoder:
@@ -158,40 +148,6 @@ class Encoder:
         pooled = models.pool(hidden, feeds["attention_mask"], self.pooling)
         # A Matryoshka-trained model may ship a card dim below the graph's: keep the prefix.
         return pooled[:, : self.dim]
-
-    def embed_files(
-        self,
-        paths: Iterable[str | os.PathLike],
-        *,
-        max_chars: int | None = None,
-        batch_size: int = 32,
-        progress: bool = False,
-    ) -> EmbeddedFiles:
-        """Extract, chunk and embed files: one vector per chunk, with path and offsets.
-
-        Chunks fit the model's window in its own tokens (or `max_chars` characters, if given).
-        A file that cannot be read or has no text is listed in `.errors`, never raised.
-        """
-        import numpy as np
-
-        from .ingest import ExtractError, chunk_text, extract
-
-        rows: list[dict] = []
-        errors: list[tuple[str, str]] = []
-        for raw in paths:
-            path = Path(raw)
-            try:
-                chunks = chunk_text(extract(path), **({"max_chars": max_chars} if max_chars else self.chunking()))
-            except ExtractError as exc:
-                errors.append((str(path), str(exc)))
-                continue
-            rows += [
-                {"path": str(path), "chunk": i, "start": c.start, "end": c.end, "heading": c.heading, "text": c.text}
-                for i, c in enumerate(chunks)
-            ]
-        texts = [passage_text(r["text"], r["heading"]) for r in rows]
-        vectors = self.encode(texts, batch_size=batch_size, progress=progress) if rows else np.zeros((0, self.dim), np.float32)
-        return EmbeddedFiles(vectors=vectors, rows=rows, errors=errors)
 
     def describe(self) -> dict:
         """What a library records about the model that built it (invariant 4)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TOPICS, shipped_model_dir, write_topic
-from edge_dse import Encoder
+from edge_dse import Encoder, embed_files
 from edge_dse.errors import EdgeDSEError
 
 
@@ -74,7 +74,7 @@ def test_embed_files_returns_chunks_with_offsets_and_errors(encoder, tmp_path):
     good = write_topic(tmp_path, "bread", ".md")
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\x00\x01\x02" * 100)
-    result = encoder.embed_files([good, bad])
+    result = embed_files([good, bad], encoder)
     assert result.vectors.shape == (len(result.rows), encoder.dim) and result.rows
     text = good.read_text()
     for row in result.rows:
