@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
@@ -44,7 +44,7 @@ CATALOG_FILE = "catalog.db"
 REINDEX_KEY = "reindex_to"
 
 
-class Library:
+class Library(AbstractContextManager):  # `with Library(...) as x:` gives itself and closes at the end
     """A searchable library of local folders.
 
     Args:
@@ -348,9 +348,6 @@ class Library:
     def close(self) -> None:
         self.catalog.close()
         self._ann = None
-
-    def __enter__(self) -> "Library":
-        return self
 
     def __exit__(self, *exc) -> None:
         self.close()

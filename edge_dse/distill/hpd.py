@@ -35,26 +35,20 @@ from . import train_common as tc
 
 
 @dataclass
-class HPDConfig(tc.StudentShape):
+class HPDConfig(tc.StudentSettings):
     pairs: int = 50000  # the first N pairs of the shuffled text set
     batch_pairs: int = 32
-    epochs: int = 1
     query_max_length: int = 64
     passage_max_length: int = 256
-    lr: float = 1e-4
-    projection_lr: float = 1e-3
     warmup: float = 0.05
     temperature: float = 0.05  # big-model cosines of a batch span ~0-0.8: 0.05 makes them a sharp ranking
     rank_weight: float = 1.0
-    seed: int = 0
     checkpoint_every: int = 100
     eval_every: int = 0  # steps between dev measurements (0: only at the start and the end)
     eval_queries: int = 100
     eval_corpus: int = 500
-    threads: int = 2
     precision: str = "fp32"  # or "bf16" (autocast): measured 5x slower to train here, see the card
     dropout: bool = True  # trials: see TRIALS
-    init: str | None = None  # a saved student (student.save) to start from instead of the layer-dropped base
 
 
 def cpu_has_bf16() -> bool:

