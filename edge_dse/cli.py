@@ -17,6 +17,7 @@ from . import __version__, config, models
 from .errors import EdgeDSEError
 from .modes import DEFAULT_MODE
 from .rerank import DEFAULT_DEPTH as DEFAULT_RERANK_DEPTH
+from .searcher import clean_query_text
 
 
 def _library(args, **kwargs):
@@ -77,9 +78,9 @@ def cmd_sync(args) -> int:
 
 
 def cmd_search(args) -> int:
-    # Undecodable bytes in argv arrive as lone surrogates, which no UTF-8 output can print:
-    # echo them as U+FFFD, as the search reads them.
-    query = args.query.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    # The query as the search and the rerank read it (undecodable argv bytes, which no UTF-8
+    # output can print, become U+FFFD): what --json echoes is what was searched.
+    query = clean_query_text(args.query)
     depth = None
     reranked_by = ""
     if args.rerank_depth is not None and not args.rerank:
