@@ -2,6 +2,7 @@
 row, and which int8 settings the shipped models use.
 
     python -m bench.encode compare [--docs 256] [--queries 512] [--threads 2] [--rounds 3]
+    python -m bench.encode cuts [--cut 0,2,5 --cut 0,2,4,5:640 ...] [--docs 300] [--threads 2] [--repeats 5] [--work DIR]
     python -m bench.encode quantization [--docs 500] [--queries 500] [--seed 0] [--threads 2] [--repeats 5] [--json FILE]
 
 compare (the harness' encode section). Rows (ROWS): the student int8 and fp32, all-MiniLM-L6-v2
@@ -14,6 +15,14 @@ all rows; figures are medians over rounds. Documents are real passages of the Py
 chars, cut at 256 tokens by every model); queries are real short headings. nDCG@10 is on the
 held-out splits of work/distill/data (ndcg_by_split), measured once, after the timings (so it
 does not set the peak RSS).
+
+cuts: how fast a student of a given shape can be, before training it (speed does not depend on
+the weights' values): each cut keeps some layers of all-MiniLM-L6-v2 and optionally only the
+busiest N feed-forward units of each (edge_dse.distill.student.prune_ffn), is exported to int8
+exactly as a student is (`python -m edge_dse.distill.export`), and is timed with the run-time
+encoder on chunk-sized Python-docs passages (256 tokens), interleaved with the shipped baseline
+in every round; docs/s are medians of --repeats passes, with the ratio to the baseline's. Needs
+the train extra. A cut is LAYERS[:FFN_UNITS], e.g. 0,2,5 (a 3-layer student) or 0,2,4,5:640.
 
 quantization: which int8 settings to ship, speed and quality of dynamic-quantisation variants vs
 fp32 (needs the train extra: torch, optimum-onnx; and the English Debian descriptions:
@@ -482,6 +491,66 @@ def choose(rows: list[dict]) -> tuple[dict | None, list[dict], dict | None]:
     return fastest, tied, best
 
 
+CUTS = ("0,2,5", "0,2,5:1152", "0,2,5:768", "0,2,4,5", "0,2,4,5:768", "0,2,4,5:512")
+
+
+def make_cut(cut: str, folder: Path, texts: list[str]) -> Path:
+    """The int8 asset of a layer-dropped (and FFN-pruned) all-MiniLM-L6-v2, made once in folder."""
+    import subprocess
+
+    asset = folder / "asset"
+    if (asset / "card.json").is_file():
+        return asset
+    import torch
+    from transformers import AutoTokenizer
+
+    from edge_dse.distill import student as student_mod
+    from edge_dse.distill import train_common as tc
+
+    layers, _, ffn = cut.partition(":")
+    base = tc.base_transformer_dir(tc.BASE_L6)
+    tok = AutoTokenizer.from_pretrained(str(base))
+    model = student_mod.layer_dropped(base, [int(i) for i in layers.split(",")])
+    if ffn:
+        student_mod.prune_ffn(model, tok, int(ffn), texts[:64])
+    hidden = model.config.hidden_size
+    student = student_mod.Student(model, torch.nn.Linear(hidden, hidden), tok)
+    student_mod.save(student, student_mod.StudentConfig(passage_max_length=LIKE_FOR_LIKE_TOKENS), folder / "model")
+    subprocess.run([sys.executable, "-m", "edge_dse.distill.export", str(folder / "model"), "--out", str(asset),
+                    "--id", f"bench/cut-{cut}", "--name", "cut", "--docs", "40", "--queries", "40", "--repeats", "1"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return asset
+
+
+def cuts(args) -> int:
+    from edge_dse.distill.measure import throughput
+    from edge_dse.encoder import Encoder
+
+    if importlib.util.find_spec("torch") is None:
+        raise SystemExit("cuts needs the train extra: pip install -e '.[train]'")
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-cuts-"))
+    if not args.work:
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
+    docs = pydoc_passages(args.docs)
+    encoders = {"baseline (6 layers, 1536 FFN units)": Encoder(str(ASSETS / "baseline"), max_length=LIKE_FOR_LIKE_TOKENS,
+                                                               threads=args.threads)}
+    sizes = {}
+    for cut in args.cut or CUTS:
+        asset = make_cut(cut, work / cut.replace(",", "-").replace(":", "-ffn"), docs)
+        layers, _, ffn = cut.partition(":")
+        name = f"layers {layers}, {ffn or 1536} FFN units"
+        encoders[name] = Encoder(str(asset), max_length=LIKE_FOR_LIKE_TOKENS, threads=args.threads)
+        sizes[name] = (asset / "model.onnx").stat().st_size / 1e6
+    speed = throughput(encoders, docs, repeats=args.repeats)
+    base = next(iter(speed.values()))
+    print(f"## Student cuts: int8 docs/s at {LIKE_FOR_LIKE_TOKENS} tokens, {args.threads} threads, {len(docs)} Python-docs passages, "
+          f"median of {args.repeats} interleaved passes ({datetime.date.today()})\n")
+    print(md_table(["cut", "model.onnx MB", "docs/s", "x baseline"],
+                   [[name, f"{sizes.get(name, (ASSETS / 'baseline' / 'model.onnx').stat().st_size / 1e6):.1f}", f"{v:.1f}",
+                     f"{v / base:.2f}"] for name, v in speed.items()]))
+    return 0
+
+
 def compare(args) -> int:
     print(section(args.docs, args.queries, args.threads, args.rounds)[0])
     return 0
@@ -496,6 +565,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.set_defaults(run=compare)
+    p = sub.add_parser("cuts", help="docs/s of student shapes (layers kept, FFN units) against the baseline, before training")
+    p.add_argument("--cut", action="append", default=None, metavar="LAYERS[:FFN]", help=f"repeatable (default: {' '.join(CUTS)})")
+    p.add_argument("--docs", type=int, default=300)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--work", type=Path, default=None, help="keep the cuts here and reuse them (default: a temp folder)")
+    p.set_defaults(run=cuts)
     p = sub.add_parser("quantization", help="which int8 settings to ship: dynamic-quantisation variants vs fp32")
     p.add_argument("--source", help="the model to export and quantise (default: edge_dse.distill.sources.DEFAULT_SOURCE)")
     p.add_argument("--docs", type=int, default=500)

@@ -60,3 +60,25 @@ def test_mine_builds_positive_first_lists_without_own_document_negatives(encoder
     write(pool, cands, tmp_path / "out", "t")
     pool2, cands2 = read(tmp_path / "out", "t")
     assert pool2.passages == pool.passages and cands2 == cands
+
+
+def test_miner_scores_are_the_cached_cosines_of_the_scored_candidates(encoder, tmp_path):
+    from edge_dse.distill.candidates import miner_scores
+
+    pairs = topic_pairs()
+    pool, cands = mine(pairs, encoder=encoder, n_bm25=2, n_dense=2, n_random=0, seed=1, cache_dir=tmp_path / "out" / "vectors")
+    write(pool, cands, tmp_path / "out", "t")
+    rows = np.array([len(cands) - 1, 0])
+    like = np.ones((2, 5), np.float32)
+    like[0, 3] = like[1, 1] = np.nan  # candidates the teacher did not score
+    got = miner_scores(encoder, tmp_path / "out", "t", rows, like)
+    for i, r in enumerate(rows):
+        c = cands[r]
+        q = encoder.encode(c.query, kind="query")[0]
+        want = encoder.encode([pool.passages[j] for j in c.passage_ids]) @ q
+        for j in range(5):
+            if j >= len(want) or np.isnan(like[i, j]):
+                assert np.isnan(got[i, j])
+            else:
+                assert abs(got[i, j] - want[j]) < 0.03  # int8 activations are quantised per batch: a few 0.01s
+    assert got[0, 0] > np.nanmax(got[0, 1:])  # "bread crust": its own passage is the nearest

@@ -73,6 +73,28 @@ def test_text_set_has_every_shape_and_any_prefix_is_balanced(tmp_path):
     assert len(order) == len(set(order)) and set(order) == {i for r in rows[:10] for i in r[:2]}
 
 
+def test_mixed_order_gives_every_prefix_the_sources_shares():
+    import random
+
+    pairs = ([hpd_texts.TextPair(f"q{i}", f"p{i}", "wordnet", "title") for i in range(3000)]
+             + [hpd_texts.TextPair(f"q{i}", f"p{i}", "pydoc", "title") for i in range(300)])
+    mixed = hpd_texts.mixed_order(pairs, {"wordnet": 0.5, "pydoc": 0.5}, random.Random(0))
+    assert sorted(mixed, key=repr) == sorted(pairs, key=repr)  # a reordering: nothing lost or doubled
+    share = sum(p.source == "pydoc" for p in mixed[:400]) / 400
+    assert 0.4 < share < 0.6  # a uniform shuffle would give ~0.09
+    assert all(p.source == "wordnet" for p in mixed[-1000:])  # pydoc ran out; wordnet fills the rest
+    with pytest.raises(ValueError, match="pydoc"):
+        hpd_texts.mixed_order(pairs, {"wordnet": 1.0}, random.Random(0))
+
+
+def test_pydoc_windows_cut_at_paragraphs_and_stay_under_the_size():
+    body = "\n\n".join(f"Paragraph {i} " + "word " * (30 + 20 * (i % 3)) for i in range(12)) + "\n\n" + "long " * 400
+    windows = hpd_texts._windows(body, 600)
+    assert all(200 <= len(w) <= 600 for w in windows)
+    assert windows[0].startswith("Paragraph 0") and "\n\nParagraph 1" in windows[0]  # whole paragraphs together
+    assert sum(w.count("Paragraph") for w in windows) == 12 and windows[-1].startswith("long")
+
+
 def test_projection_keeps_dot_products_of_unit_vectors(tmp_path):
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.normal(size=(64, 64)))[0][:, :8]  # vectors living in an 8-d subspace
@@ -115,3 +137,93 @@ def test_bucketed_batches_cover_every_pair_once_with_similar_lengths():
     assert spread < 0.2 * (max(lengths) - min(lengths))  # bucketed: little padding
     assert batches != hpd.bucketed_batches(lengths, 32, seed=0, epoch=1)  # each epoch its own order
     assert batches == hpd.bucketed_batches(lengths, 32, seed=0, epoch=0)  # and the same on resume
+
+
+def test_pruned_ffn_keeps_the_busiest_units_and_reloads(tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from edge_dse.distill import student as student_mod
+    from edge_dse.distill import train_common as tc
+
+    base = tc.make_tiny_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(str(base))
+    texts = ["the package parses log files", "a dictionary of English words and their meanings"] * 4
+    model = student_mod.layer_dropped(base, (0, 1))
+    width = model.config.intermediate_size
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**enc).last_hidden_state
+        silent = model.encoder.layer[0].output.dense.weight
+        silent[:, :width // 2] = 0  # half the units of layer 0 write nothing: they must be the ones dropped
+    kept = student_mod.prune_ffn(model, tok, width // 2, texts)
+    assert kept[0] == list(range(width // 2, width))
+    assert model.config.intermediate_size == width // 2 == model.encoder.layer[1].intermediate.dense.out_features
+    model.save_pretrained(str(tmp_path / "pruned"))
+    again = AutoModel.from_pretrained(str(tmp_path / "pruned"))
+    with torch.no_grad():
+        out = again(**enc).last_hidden_state
+    assert out.shape == before.shape and torch.allclose(out, model(**enc).last_hidden_state, atol=1e-5)
+
+
+def test_student_shape_flags_set_the_plan_and_its_command():
+    from edge_dse.distill import pipeline
+
+    plan, _ = pipeline.plan_from_args(["--student-layers", "0,2,4,5", "--student-dim", "384", "--hpd-labeller", "baseline",
+                                       "--hpd-pairs", "57700", "--stages", "1"])
+    assert plan.student_settings == {"keep_layers": (0, 2, 4, 5), "dim": 384, "matryoshka": (128, 256)}
+    assert plan.student_id == "l4-384"
+    command = plan.command()
+    assert "--student-layers 0,2,4,5 --student-dim 384" in command and "--hpd-labeller baseline" in command
+    assert pipeline.plan_from_args(command.split()[2:])[0] == plan  # the command re-makes the same plan
+    default = pipeline.plan_from_args([])[0]
+    assert "--student" not in default.command() and default.student_settings["matryoshka"] == (128,)
+    mixed = pipeline.plan_from_args(["--hpd-text-mix"])[0]
+    assert mixed.command().startswith("edge-dse distill --hpd-text-mix") and not default.hpd_text_mix
+    assert (mixed.text_dir.name, mixed.vectors_dir("mpnet").name) == ("texts-mix", "mpnet-mix")  # never the uniform set's files
+    assert (default.text_dir.name, default.vectors_dir("mpnet").name) == ("texts", "mpnet")
+    for bad in (["--student-layers", "2,0"], ["--student-layers", "0,6"], ["--student-dim", "512"]):
+        with pytest.raises(SystemExit):
+            pipeline.plan_from_args(bad)
+
+
+def test_pydoc_windows_come_from_training_files_only(tmp_path):
+    import random
+
+    from edge_dse.distill import data as data_mod
+
+    def rst(title, paragraphs):
+        return f"{title}\n{'=' * len(title)}\n\n" + "\n\n".join(paragraphs) + "\n"
+
+    owner = {}
+    for i in range(20):
+        body = [f"Module {i} paragraph {k} explains how the parser reads its input and what it returns. " * 3 for k in range(6)]
+        (tmp_path / "library").mkdir(exist_ok=True)
+        (tmp_path / "library" / f"mod{i}.rst.txt").write_text(rst(f"The mod{i} module", body))
+        owner[f"Module {i} "] = f"pydoc:library/mod{i}.rst.txt"
+    (tmp_path / "faq").mkdir()
+    (tmp_path / "faq" / "general.rst.txt").write_text(rst("Why is Python slow?", ["Module 99 answer, the dev set. " * 20]))
+    pairs = list(hpd_texts.pydoc_passage_pairs(tmp_path, random.Random(0)))
+    assert pairs and {p.shape for p in pairs} <= {"sentence", "question", "keyword"} and {p.source for p in pairs} == {"pydoc"}
+    for p in pairs:
+        assert len(p.b) <= 1000 and "Module 99" not in p.b  # chunk-sized; never the FAQ
+        doc = next(d for prefix, d in owner.items() if p.b.startswith(prefix))
+        assert not data_mod.is_held_out(doc)  # never a held-out file
+    held_out = [d for d in owner.values() if data_mod.is_held_out(d)]
+    assert held_out and len({next(d for pre, d in owner.items() if p.b.startswith(pre)) for p in pairs}) == 20 - len(held_out)
+
+
+def test_topic_batches_hold_neighbours_and_cover_every_pair_once():
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, dtype=np.float32)[:4]  # four far-apart topics, 16 pairs each
+    vectors = np.repeat(centres, 16, axis=0) + rng.normal(scale=0.05, size=(64, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    topic = np.repeat(np.arange(4), 16)
+    batches = hpd.topic_batches(vectors, 16, seed=0, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(64))
+    assert all(len(set(topic[b])) == 1 for b in batches)  # each batch one topic: hard in-batch negatives
+    assert batches == hpd.topic_batches(vectors, 16, seed=0, epoch=0)  # a resumed run sees the same
+    lengths = [int(x) for x in rng.integers(10, 500, 64)]
+    for share in (0.0, 0.5, 1.0):
+        mixed = hpd.epoch_batches(lengths, vectors, 10, seed=0, epoch=1, topic_share=share)
+        assert len(mixed) == 7 and sorted(i for b in mixed for i in b) == list(range(64))  # ceil(64 / 10) steps

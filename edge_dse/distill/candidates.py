@@ -196,6 +196,19 @@ def read(out_dir: Path, name: str) -> tuple[Pool, list[Candidates]]:
     return pool, cands
 
 
+def miner_scores(encoder, cand_dir: Path, split: str, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """The candidate miner's cosine of each (query, candidate) that `like` (the teacher's scores
+    of those rows) holds, NaN where it holds none; the vectors are the ones mining cached."""
+    pool, cands = read(cand_dir, split)
+    pv = cached_vectors(encoder, pool.passages, "document", cand_dir / "vectors")
+    qv = cached_vectors(encoder, [c.query for c in cands], "query", cand_dir / "vectors")
+    out = np.full(like.shape, np.nan, np.float32)
+    for i, r in enumerate(rows):
+        ids = cands[int(r)].passage_ids[: like.shape[1]]
+        out[i, : len(ids)] = pv[ids] @ qv[int(r)]
+    return np.where(np.isnan(like), np.nan, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path("work/distill/data"))

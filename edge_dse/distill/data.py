@@ -250,17 +250,20 @@ def _pydoc_files(root: Path) -> list[Path]:
     return files
 
 
-def pydoc_pairs(root: Path = PYDOC, *, min_chars: int = 80, max_chars: int = MAX_PASSAGE_CHARS) -> list[Pair]:
-    """Section heading -> section body, for every file outside faq/ (the dev set)."""
-    pairs = []
+def pydoc_sections(root: Path = PYDOC) -> Iterator[tuple[str, str, str]]:
+    """(doc_id, heading, whole body) of every section outside faq/ (the dev set), held-out files
+    included: the caller splits (is_held_out on the doc_id)."""
     for path in _pydoc_files(root):
         rel = path.relative_to(root)
-        if rel.parts[0] == "faq":
-            continue
-        for heading, body in _sections(path):
-            if heading and len(body) >= min_chars:
-                pairs.append(Pair(heading, cut_at_word(body, max_chars), f"pydoc:{rel.as_posix()}", "pydoc"))
-    return pairs
+        if rel.parts[0] != "faq":
+            for heading, body in _sections(path):
+                yield f"pydoc:{rel.as_posix()}", heading, body
+
+
+def pydoc_pairs(root: Path = PYDOC, *, min_chars: int = 80, max_chars: int = MAX_PASSAGE_CHARS) -> list[Pair]:
+    """Section heading -> section body, for every file outside faq/ (the dev set)."""
+    return [Pair(heading, cut_at_word(body, max_chars), doc_id, "pydoc")
+            for doc_id, heading, body in pydoc_sections(root) if heading and len(body) >= min_chars]
 
 
 def pydoc_faq_pairs(root: Path = PYDOC, *, max_chars: int = MAX_PASSAGE_CHARS) -> list[Pair]:

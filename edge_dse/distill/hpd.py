@@ -49,6 +49,11 @@ class HPDConfig(tc.StudentSettings):
     eval_corpus: int = 500
     precision: str = "fp32"  # or "bf16" (autocast): measured 5x slower to train here, see the card
     dropout: bool = True  # trials: see TRIALS
+    # The share of batches made of pairs near each other in the target space (topic_batches):
+    # their in-batch negatives are hard, so the similarity loss teaches fine distinctions (which
+    # of several Python answers fits a question), not only the easy ones between a dictionary
+    # gloss and a package description that random batches hold. 0: every batch random.
+    topic_share: float = 0.0
 
 
 def cpu_has_bf16() -> bool:
@@ -74,6 +79,45 @@ def bucketed_batches(lengths: Sequence[int], batch: int, seed: int, epoch: int, 
     last = out.pop() if len(out[-1]) < batch else None  # the one short batch stays last
     rng.shuffle(out)
     return out + ([last] if last else [])
+
+
+def topic_batches(vectors: np.ndarray, batch: int, seed: int, epoch: int, iters: int = 6, block: int = 4096) -> list[list[int]]:
+    """All indexes in ceil(n / batch) batches of neighbours: spherical k-means of the (unit)
+    vectors into ~n / batch clusters, the indexes ordered by cluster (randomly within one) and cut;
+    the batch order shuffled. Seeded by seed and epoch, so a resumed run sees the same batches."""
+    n = len(vectors)
+    rng = np.random.default_rng(seed * 7919 + epoch)
+    vectors = np.asarray(vectors, np.float32)
+    centres = vectors[rng.choice(n, max(1, n // batch), replace=False)].copy()
+    assign = np.zeros(n, np.int64)
+    for _ in range(iters):
+        for lo in range(0, n, block):
+            assign[lo:lo + block] = np.argmax(vectors[lo:lo + block] @ centres.T, axis=1)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assign, vectors)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        centres = np.where(norms > 0, sums / np.maximum(norms, 1e-12), centres)  # an empty cluster keeps its centre
+    order = np.lexsort((rng.random(n), assign))
+    out = [order[i:i + batch].tolist() for i in range(0, n, batch)]
+    last = out.pop() if len(out[-1]) < batch else None
+    rng.shuffle(out)
+    return out + ([last] if last else [])
+
+
+def epoch_batches(lengths: Sequence[int], vectors: np.ndarray, batch: int, seed: int, epoch: int, topic_share: float) -> list[list[int]]:
+    """One epoch's ceil(n / batch) batches: a topic_share of them (a multiple of `batch` pairs,
+    drawn at random) of neighbours (topic_batches), the rest of similar lengths (bucketed_batches)."""
+    n = len(lengths)
+    m = int(n * topic_share) // batch * batch
+    if not m:
+        return bucketed_batches(lengths, batch, seed, epoch)
+    perm = np.random.default_rng(seed * 104729 + epoch).permutation(n)
+    topic, rest = perm[:m], perm[m:]
+    out = [[int(topic[j]) for j in b] for b in topic_batches(vectors[topic], batch, seed, epoch)]
+    if len(rest):
+        out += [[int(rest[j]) for j in b] for b in bucketed_batches([lengths[i] for i in rest], batch, seed, epoch)]
+    random.Random(seed * 31 + epoch).shuffle(out)
+    return out
 
 
 def hpd_loss(sa, sb, ta, tb, prefixes: Sequence[int], temperature: float, rank_weight: float):
@@ -259,7 +303,7 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
     while not loop.done:
         epoch, i = divmod(loop.step, loop.steps_per_epoch)
         if epoch not in batches:
-            batches = {epoch: bucketed_batches(lengths, cfg.batch_pairs, cfg.seed, epoch)}
+            batches = {epoch: epoch_batches(lengths, run.targets[run.b], cfg.batch_pairs, cfg.seed, epoch, cfg.topic_share)}
         batch = batches[epoch][i]
         with autocast():
             loss = batch_loss(student, run, batch, cfg, prefixes)

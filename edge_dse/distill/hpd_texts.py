@@ -119,6 +119,66 @@ def wordnet_pairs(data_dir: Path, root: Path, rng: random.Random) -> Iterator[Te
                                "question")
 
 
+def _windows(body: str, size: int) -> list[str]:
+    """body cut into windows of at most `size` characters, at paragraph ends where one fits (a
+    longer paragraph is cut at words): the passages a library chunk of a document looks like."""
+    out, cur = [], ""
+    for para in (p.strip() for p in body.split("\n\n")):
+        while len(para) > size:
+            head = data_mod.cut_at_word(para, size)
+            out += [cur] if cur else []
+            out, cur, para = out + [head], "", para[len(head):].strip()
+        if cur and len(cur) + 2 + len(para) > size:
+            out, cur = out + [cur], ""
+        cur = f"{cur}\n\n{para}" if cur else para
+    return [w for w in out + [cur] if len(w) >= 200]
+
+
+def pydoc_passage_pairs(root: Path, rng: random.Random, window: int = 1000) -> Iterator[TextPair]:
+    """Every training-side section of the Python docs cut into chunk-sized windows (pydoc_pairs
+    takes only each section's first 1500 characters), each paired with one query-like text: a
+    sentence of its own, a question on its heading, or a few of its words."""
+    for doc_id, heading, body in data_mod.pydoc_sections(root):
+        if data_mod.is_held_out(doc_id):
+            continue
+        for w in _windows(body, window):
+            roll = rng.random()
+            sentences = [" ".join(x.split()) for x in re.split(r"(?<=[.!?])\s+", w) if 30 <= len(x) <= 200 and re.search(r"[a-z]{3}", x)]
+            if roll < 0.5 and sentences:
+                yield TextPair(rng.choice(sentences), w, "pydoc", "sentence")
+            elif roll < 0.75 and heading:
+                yield TextPair(rng.choice(PYDOC_QUESTIONS).format(s=_lower_first(heading)), w, "pydoc", "question")
+            else:
+                kw = _keywords(w, rng)
+                if kw:
+                    yield TextPair(kw, w, "pydoc", "keyword")
+
+
+def mixed_order(pairs: list[TextPair], weights: dict[str, float], rng: random.Random) -> list[TextPair]:
+    """The pairs in an order whose every prefix draws each source at its weight's share (until a
+    source runs out; then the others share its place), each source's own pairs shuffled."""
+    groups: dict[str, list[TextPair]] = {}
+    for p in pairs:
+        groups.setdefault(p.source, []).append(p)
+    missing = sorted(set(groups) - set(weights))
+    if missing:
+        raise ValueError(f"mix: no weight for the source(s) {', '.join(missing)}")
+    for g in groups.values():
+        rng.shuffle(g)
+    names, out = sorted(groups), []
+    while names:
+        name = rng.choices(names, [weights[n] for n in names])[0]
+        out.append(groups[name].pop())
+        if not groups[name]:
+            names.remove(name)
+    return out
+
+
+# Stage 1's default mix: each dev domain's kind of text about equally, the Python docs' prose
+# included (shuffled uniformly, the dictionaries' ~135k short definitions would be 55% of every
+# prefix and the Python docs 5%: see the card's trial rows).
+MIX = {"pydoc": 0.3, "debian": 0.3, "wordnet": 0.2, "gcide": 0.15, "debian_faq": 0.05}
+
 _GCIDE_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 
@@ -207,8 +267,11 @@ def debian_faq_pairs(path: Path = DEBIAN_FAQ) -> Iterator[TextPair]:
 
 def build(data_dir: Path, out_dir: Path, *, seed: int = 0, sources=("debian", "pydoc", "wordnet"),
           wordnet_root: Path = data_mod.WORDNET,
-          gcide_root: Path | None = GCIDE, faq: Path | None = DEBIAN_FAQ, gcide_limit: int = 40000) -> dict:
-    """Write texts.jsonl, pairs.jsonl and manifest.json under out_dir (skipped when there)."""
+          gcide_root: Path | None = GCIDE, faq: Path | None = DEBIAN_FAQ, gcide_limit: int = 40000,
+          pydoc_root: Path | None = None, mix: dict[str, float] | None = None) -> dict:
+    """Write texts.jsonl, pairs.jsonl and manifest.json under out_dir (skipped when there).
+    pydoc_root: add the Python docs cut into chunk-sized windows (pydoc_passage_pairs); mix: the
+    sources' shares of every prefix (mixed_order); None: one uniform shuffle."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
@@ -221,8 +284,13 @@ def build(data_dir: Path, out_dir: Path, *, seed: int = 0, sources=("debian", "p
         pairs += gcide_pairs(gcide_root, rng, gcide_limit)
     if faq is not None:
         pairs += debian_faq_pairs(faq)
+    if pydoc_root is not None:
+        pairs += pydoc_passage_pairs(pydoc_root, rng)
     pairs = list(dict.fromkeys(p for p in pairs if p.a.strip() and p.b.strip()))
-    rng.shuffle(pairs)
+    if mix:
+        pairs = mixed_order(pairs, mix, rng)
+    else:
+        rng.shuffle(pairs)
     index: dict[str, int] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "texts.jsonl.tmp", "w", encoding="utf-8") as ft, open(out_dir / "pairs.jsonl.tmp", "w", encoding="utf-8") as fp:
@@ -240,7 +308,8 @@ def build(data_dir: Path, out_dir: Path, *, seed: int = 0, sources=("debian", "p
     for p in pairs:
         counts[f"{p.source}/{p.shape}"] = counts.get(f"{p.source}/{p.shape}", 0) + 1
     manifest = {"seed": seed, "sources": list(sources), "pairs": len(pairs), "texts": len(index), "by_source_shape": dict(sorted(counts.items())),
-                "gcide_limit": gcide_limit if gcide_root else 0, "debian_faq": faq is not None}
+                "gcide_limit": gcide_limit if gcide_root else 0, "debian_faq": faq is not None,
+                **({"pydoc_passages": True} if pydoc_root is not None else {}), **({"mix": mix} if mix else {})}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 

@@ -82,7 +82,24 @@ class Plan:
     # target from the layer-dropped base .618, mpnet target after the own space .633.
     hpd_warm_pairs: int = 0
     hpd_warm_labeller: str = "baseline"
+    # Stage 1's text set: one uniform shuffle of every source's pairs (then ~55% are dictionary
+    # definitions and ~5% Python-docs prose), or, with hpd_text_mix, the Python docs cut into
+    # chunk-sized windows as well and every prefix drawn at hpd_texts.MIX's shares. Probe (3
+    # layers, 384-d, 12.8k pairs, dev nDCG@10 debian/wordnet/pydoc/FAQ): uniform .901/.318/.477/
+    # .812, mix .903/.288/.530/.784: the same mean, traded between splits.
+    hpd_text_mix: bool = False
     hpd_weight: float = 1.0  # stage 1's loss beside stage 2's (student.StudentConfig.hpd_weight)
+    # The student's shape: the layers of MiniLM-L6 it keeps and its output size (Matryoshka
+    # prefixes of 128, and 256 when larger, are trained with it). Speed of a cut, int8, 2
+    # threads, 256-token passages (docs/s against the 6-layer baseline's): 3 layers 1.83x,
+    # 4 layers 1.41x (docs/architecture.md's student section has the table).
+    student_layers: tuple[int, ...] = (0, 2, 5)
+    student_dim: int = 256
+    # Stage 2's targets: the teacher's standardised scores of a list, or, with a weight w > 0,
+    # those plus w times the candidate miner's (the baseline's) standardised cosines: what the
+    # shipped rerank does too (the teacher beside the encoder; the teacher alone scores the FAQ
+    # split below the encoder). 0: the teacher alone.
+    student_encoder_weight: float = 0.0
     # 2: the whole pipeline, the student ends with DSE from the teacher. 1: stage 1 only, and stage
     # 1's model is the student that --install ships (the teacher is neither made nor touched).
     stages: int = 2
@@ -99,8 +116,10 @@ class Plan:
         """The `edge-dse distill` command that re-makes this plan's run (non-default sizes named)."""
         flags = " --tiny" if self.tiny else ""
         default = Plan.tiny_plan(self.work) if self.tiny else Plan(self.work)
-        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_epochs", "pairs_per_split", "teacher_sizes", "teacher_rounds",
-                     "student_queries_per_split", "seed"):
+        if self.hpd_text_mix:
+            flags += " --hpd-text-mix"
+        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_epochs", "student_layers", "student_dim", "student_encoder_weight",
+                     "pairs_per_split", "teacher_sizes", "teacher_rounds", "student_queries_per_split", "seed"):
             value = getattr(self, name)
             if value != getattr(default, name):
                 value = ",".join(map(str, value)) if isinstance(value, tuple) else (value or 0)
@@ -108,6 +127,28 @@ class Plan:
         if self.until != default.until:
             flags += f" --until {self.until}"
         return "edge-dse distill" + flags + ("" if self.tiny else " --install")
+
+    @property
+    def text_dir(self) -> Path:
+        """Stage 1's text set (hpd_texts.build)."""
+        return self.work / "hpd" / ("texts-mix" if self.hpd_text_mix else "texts")
+
+    def vectors_dir(self, labeller: str) -> Path:
+        """`labeller`'s vectors of the text set (hpd_vectors.label)."""
+        return self.work / "hpd" / (labeller + ("-mix" if self.hpd_text_mix else ""))
+
+    @property
+    def student_settings(self) -> dict:
+        """The student's shape, as StudentSettings fields (the same in stage 1 and stage 2)."""
+        if self.tiny:
+            return {"keep_layers": self.student_layers, "dim": 16, "matryoshka": (8,)}
+        return {"keep_layers": self.student_layers, "dim": self.student_dim,
+                "matryoshka": tuple(d for d in (128, 256) if d < self.student_dim)}
+
+    @property
+    def student_id(self) -> str:
+        """The exported student's id: its stage, layer count and size (edge-dse/student-dse-l3-256)."""
+        return f"l{len(self.student_layers)}-{self.student_dim}"
 
     @property
     def train_splits(self) -> list[str]:
@@ -263,19 +304,21 @@ def stage1_vectors(plan: Plan, log=print, mapper: tc.Mapper = map, *, labeller: 
     Returns the vectors folder and the pairs labelled."""
     from . import hpd_texts, hpd_vectors
 
-    hpd_dir, data_dir = plan.work / "hpd", plan.work / "data"
-    if _step("stage 1 texts", (hpd_dir / "texts" / "manifest.json").is_file(), log):
+    data_dir = plan.work / "data"
+    if _step("stage 1 texts", (plan.text_dir / "manifest.json").is_file(), log):
         extra = {} if not plan.tiny else {"gcide_root": None, "faq": None}
-        hpd_texts.build(data_dir, hpd_dir / "texts", seed=plan.seed, sources=plan.sources,
+        if plan.hpd_text_mix:
+            extra.update(mix=hpd_texts.MIX, pydoc_root=plan.roots.get("pydoc", data_mod.PYDOC) if "pydoc" in plan.sources else None)
+        hpd_texts.build(data_dir, plan.text_dir, seed=plan.seed, sources=plan.sources,
                         wordnet_root=plan.roots.get("wordnet", data_mod.WORDNET), **extra)
     labeller = labeller or plan.hpd_labeller
-    vectors = hpd_dir / labeller
-    texts, all_pairs = hpd_texts.read(hpd_dir / "texts")
+    vectors = plan.vectors_dir(labeller)
+    texts, all_pairs = hpd_texts.read(plan.text_dir)
     n_pairs = min(plan.hpd_pairs if pairs is None else pairs, len(all_pairs))
     needed = len(hpd_texts.texts_in_order(all_pairs, n_pairs))
     if _step(f"stage 1 vectors ({labeller})", hpd_vectors.labelled_count(vectors, needed) >= needed, log):
         model = prepare_mpnet(plan.work.parent / "models", log) if labeller == "mpnet" else labeller
-        hpd_vectors.label(hpd_dir / "texts", vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log,
+        hpd_vectors.label(plan.text_dir, vectors, hpd_vectors.onnx_labeller(model), n_pairs=n_pairs, log=log,
                           mapper=mapper)
     return vectors, n_pairs
 
@@ -288,24 +331,23 @@ def stage1(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> tuple[P
     if not plan.hpd_pairs:
         return None, None
     hpd_dir, data_dir = plan.work / "hpd", plan.work / "data"
-    settings = dict(base=base, epochs=plan.hpd_epochs, seed=plan.seed,
-                    dim=16 if plan.tiny else 256, matryoshka=(8,) if plan.tiny else (128,),
+    settings = dict(base=base, epochs=plan.hpd_epochs, seed=plan.seed, **plan.student_settings,
                     eval_every=0 if plan.tiny else 400, eval_queries=20 if plan.tiny else 100,
                     eval_corpus=60 if plan.tiny else 500)
     init = None
     if plan.hpd_warm_pairs:  # stage 1a: the base model's own space first
         warm_vectors, warm_pairs = stage1_vectors(plan, log, mapper, labeller=plan.hpd_warm_labeller, pairs=plan.hpd_warm_pairs)
         warm_cfg = hpd.HPDConfig(pairs=warm_pairs, **settings)
-        init = str(hpd.train(warm_cfg, hpd_dir / "texts", warm_vectors, hpd_dir / "warm", data_dir=data_dir,
+        init = str(hpd.train(warm_cfg, plan.text_dir, warm_vectors, hpd_dir / "warm", data_dir=data_dir,
                              target=plan.hpd_warm_labeller, log=log))
     vectors, n_pairs = stage1_vectors(plan, log, mapper)
     cfg = hpd.HPDConfig(pairs=n_pairs, init=init, **settings)
-    model_dir = hpd.train(cfg, hpd_dir / "texts", vectors, hpd_dir / "student", data_dir=data_dir, target=plan.hpd_labeller, log=log)
+    model_dir = hpd.train(cfg, plan.text_dir, vectors, hpd_dir / "student", data_dir=data_dir, target=plan.hpd_labeller, log=log)
     asset = hpd_dir / "student" / "asset"
     if _step("stage 1 export", has_card(asset), log):
         export_student(plan, model_dir, asset, stage=f"stage 1 (projective distillation of the {plan.hpd_labeller} model)",
-                       model_id="edge-dse/student-hpd-l3-256", training=hpd_dir / "student" / "train.json", log=log)
-    regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, hpd_dir / "texts", vectors, hpd_dir / "student" / "projection.npy", log=log)
+                       model_id=f"edge-dse/student-hpd-{plan.student_id}", training=hpd_dir / "student" / "train.json", log=log)
+    regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, plan.text_dir, vectors, hpd_dir / "student" / "projection.npy", log=log)
     return model_dir, regulariser
 
 
@@ -326,7 +368,7 @@ def teacher_stage(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> 
         return asset
     vectors, _ = stage1_vectors(plan, log, mapper)
     lists_dir = plan.work / "teacher-lists"
-    lists = teacher_lists.build(plan.work / "hpd" / "texts", vectors, lists_dir, lists=max(plan.teacher_sizes),
+    lists = teacher_lists.build(plan.text_dir, vectors, lists_dir, lists=max(plan.teacher_sizes),
                                 labeller=plan.hpd_labeller, seed=plan.seed, log=log)["lists"]
     dev = teacher_mod.dev_lists(plan.work / "data", plan.test_splits, queries=8 if plan.tiny else 60)
     max_length = 64 if plan.tiny else plan.teacher_max_length
@@ -436,7 +478,7 @@ def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, mode
     base = describe_source(config["base"], resolve_source(config["base"]))  # the model the student was cut from
     layers = ", ".join(str(i) for i in config["keep_layers"])
     request = ExportRequest(model_id=model_id + ("-tiny" if plan.tiny else ""), name="student",
-                            role=f"a 3-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
+                            role=f"a {len(config['keep_layers'])}-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
                             made_by=plan.command(),
                             source={**base, "model": f"layers {layers} of {base['model']}, trained here (How it was made)"},
                             extra={"training": {**record, **({"earlier_stages": list(earlier)} if earlier else {})},
@@ -501,16 +543,20 @@ def _run(plan: Plan, install: bool, assets: Path | None, log, mapper: tc.Mapper)
         rows = labels_mod.choose_rows(len(cands), plan.student_queries_per_split, seed=plan.seed + 1)
         scores = teacher_scores(teacher_asset, cand_dir, split, rows, work / "scores", log=log,
                                 width=plan.student_list_width, seed=plan.seed, mapper=mapper)
-        examples += tc.list_examples(cand_dir, split, rows, tc.zscore_rows(scores))
+        targets = tc.zscore_rows(scores)
+        if plan.student_encoder_weight:
+            cosines = cand_mod.miner_scores(Encoder("baseline"), cand_dir, split, rows, scores)
+            targets = tc.zscore_rows(tc.ensemble({"teacher": scores, "encoder": cosines},
+                                                 {"teacher": 1.0, "encoder": plan.student_encoder_weight}))
+        examples += tc.list_examples(cand_dir, split, rows, targets)
     stage1_dir, regulariser = stage1(plan, base_student, log, mapper)
-    scfg = student_mod.StudentConfig(base=base_student, seed=plan.seed, dim=16 if plan.tiny else 256,
-                                     matryoshka=(8,) if plan.tiny else (128,), pca_texts=200 if plan.tiny else 4000,
+    scfg = student_mod.StudentConfig(base=base_student, seed=plan.seed, **plan.student_settings, pca_texts=200 if plan.tiny else 4000,
                                      passage_max_length=64 if plan.tiny else 256,
                                      init=str(stage1_dir) if stage1_dir else None, hpd_weight=plan.hpd_weight if stage1_dir else 0.0)
     student_dir = student_mod.train(scfg, examples, work / "student", log=log, regulariser=regulariser)
     student_asset = work / "student" / "asset"
     if _step("student export", has_card(student_asset), log):
-        export_student(plan, student_dir, student_asset, model_id="edge-dse/student-dse-l3-256", training=work / "student" / "train.json",
+        export_student(plan, student_dir, student_asset, model_id=f"edge-dse/student-dse-{plan.student_id}", training=work / "student" / "train.json",
                        stage="stage 2 (DSE from the edge_dse teacher" + (", on top of stage 1)" if stage1_dir else ")"),
                        earlier=earlier_stages(plan) if stage1_dir else (), extra={"teacher": str(teacher_asset)}, log=log)
     if install:
@@ -547,6 +593,16 @@ def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namesp
                         help=f"{help_text} (default {getattr(Plan, name)})")
     ap.add_argument("--teacher-sizes", default=None, metavar="N,N,...",
                     help=f"the teacher's learning curve: list counts to train on, in turn (default {','.join(map(str, Plan.teacher_sizes))})")
+    ap.add_argument("--hpd-labeller", choices=("mpnet", "baseline"), default=None,
+                    help=f"stage 1: whose vectors the student learns (default {Plan.hpd_labeller}; baseline: the base model's own space)")
+    ap.add_argument("--hpd-text-mix", action="store_true",
+                    help="stage 1's text set with the Python docs' chunk-sized windows, each source at a fixed share (hpd_texts.MIX)")
+    ap.add_argument("--student-layers", default=None, metavar="I,J,...",
+                    help=f"the layers of MiniLM-L6 the student keeps (default {','.join(map(str, Plan.student_layers))})")
+    ap.add_argument("--student-dim", type=int, default=None, help=f"the student's output size, at most 384 (default {Plan.student_dim})")
+    ap.add_argument("--student-encoder-weight", type=float, default=None, metavar="W",
+                    help="stage 2: learn the teacher's scores plus W times the baseline's cosines, both standardised per list "
+                         f"(default {Plan.student_encoder_weight}: the teacher alone)")
     ap.add_argument("--until", choices=("teacher", "student"), default="student",
                     help="teacher: stop once the teacher is made (--install ships it alone); student: the whole pipeline (default)")
     ap.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
@@ -561,6 +617,20 @@ def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namesp
     if args.teacher_sizes:
         plan.teacher_sizes = tuple(int(n) for n in args.teacher_sizes.split(","))
     plan.until = args.until
+    plan.hpd_text_mix = args.hpd_text_mix
+    if args.hpd_labeller:
+        plan.hpd_labeller = args.hpd_labeller
+    if args.student_layers:
+        layers = tuple(int(i) for i in args.student_layers.split(","))
+        if not layers or sorted(set(layers)) != list(layers) or not all(0 <= i < 6 for i in layers):
+            ap.error(f"--student-layers: increasing layer numbers of MiniLM-L6 (0-5), not {args.student_layers}")
+        plan.student_layers = layers
+    if args.student_dim is not None:
+        if not 16 <= args.student_dim <= 384:
+            ap.error(f"--student-dim: 16 to 384 (the base model's width), not {args.student_dim}")
+        plan.student_dim = args.student_dim
+    if args.student_encoder_weight is not None:
+        plan.student_encoder_weight = args.student_encoder_weight
     for name in sizes:
         value = getattr(args, name)
         if value is not None:

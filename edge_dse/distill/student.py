@@ -83,6 +83,40 @@ def layer_dropped(base_dir: Path, keep: Sequence[int]):
     return model
 
 
+def prune_ffn(model, tokenizer, keep: int, texts: Sequence[str], max_length: int = 256) -> list[list[int]]:
+    """Keep the `keep` feed-forward units of each layer that carry the most (in place): a unit's
+    importance is its mean |activation| over `texts` times the norm of its output weights, so
+    units that rarely fire or write little are dropped. The FFN is ~60% of a layer's work at 256
+    tokens: this is how a student gets cheaper per layer. Returns the kept units per layer."""
+    import torch
+
+    layers = model.encoder.layer
+    sums = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    hooks = [layer.intermediate.register_forward_hook(lambda _m, _i, out, k=k: sums[k].add_(out.abs().sum((0, 1))))
+             for k, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            for lo in range(0, len(texts), 32):
+                enc = tokenizer(list(texts[lo:lo + 32]), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                model(**enc)
+    finally:
+        for h in hooks:
+            h.remove()
+    kept = []
+    with torch.no_grad():
+        for layer, act in zip(layers, sums):
+            up, down = layer.intermediate.dense, layer.output.dense
+            score = act * down.weight.norm(dim=0)
+            idx = torch.sort(torch.topk(score, keep).indices).values
+            new_up, new_down = torch.nn.Linear(up.in_features, keep), torch.nn.Linear(keep, down.out_features)
+            new_up.weight.copy_(up.weight[idx]), new_up.bias.copy_(up.bias[idx])
+            new_down.weight.copy_(down.weight[:, idx]), new_down.bias.copy_(down.bias)
+            layer.intermediate.dense, layer.output.dense = new_up, new_down
+            kept.append(idx.tolist())
+    model.config.intermediate_size = keep
+    return kept
+
+
 def pca_projection(vectors: np.ndarray, dim: int):
     """A Linear layer onto the top `dim` principal directions of `vectors` (no centring bias, so
     cosine geometry is kept as far as `dim` directions allow)."""
