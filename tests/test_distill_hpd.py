@@ -178,11 +178,13 @@ def test_student_shape_flags_set_the_plan_and_its_command():
     assert pipeline.plan_from_args(command.split()[2:])[0] == plan  # the command re-makes the same plan
     default = pipeline.plan_from_args([])[0]
     assert "--student" not in default.command() and default.student_settings["matryoshka"] == (128,)
+    topic = pipeline.plan_from_args(["--hpd-topic-share", "0.5"])[0]
+    assert "--hpd-topic-share 0.5" in topic.command() and pipeline.plan_from_args(topic.command().split()[2:])[0] == topic
     mixed = pipeline.plan_from_args(["--hpd-text-mix"])[0]
     assert mixed.command().startswith("edge-dse distill --hpd-text-mix") and not default.hpd_text_mix
     assert (mixed.text_dir.name, mixed.vectors_dir("mpnet").name) == ("texts-mix", "mpnet-mix")  # never the uniform set's files
     assert (default.text_dir.name, default.vectors_dir("mpnet").name) == ("texts", "mpnet")
-    for bad in (["--student-layers", "2,0"], ["--student-layers", "0,6"], ["--student-dim", "512"]):
+    for bad in (["--student-layers", "2,0"], ["--student-layers", "0,6"], ["--student-dim", "512"], ["--hpd-topic-share", "2"]):
         with pytest.raises(SystemExit):
             pipeline.plan_from_args(bad)
 

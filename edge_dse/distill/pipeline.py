@@ -88,6 +88,10 @@ class Plan:
     # layers, 384-d, 12.8k pairs, dev nDCG@10 debian/wordnet/pydoc/FAQ): uniform .901/.318/.477/
     # .812, mix .903/.288/.530/.784: the same mean, traded between splits.
     hpd_text_mix: bool = False
+    # The share of stage 1's batches made of neighbours (hpd.topic_batches: hard in-batch
+    # negatives). Probe (3 layers, 384-d, 12.8k pairs, dev nDCG@10): 0 .901/.318/.477/.812,
+    # 1.0 .907/.316/.540/.780.
+    hpd_topic_share: float = 0.0
     hpd_weight: float = 1.0  # stage 1's loss beside stage 2's (student.StudentConfig.hpd_weight)
     # The student's shape: the layers of MiniLM-L6 it keeps and its output size (Matryoshka
     # prefixes of 128, and 256 when larger, are trained with it). Speed of a cut, int8, 2
@@ -118,7 +122,7 @@ class Plan:
         default = Plan.tiny_plan(self.work) if self.tiny else Plan(self.work)
         if self.hpd_text_mix:
             flags += " --hpd-text-mix"
-        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_epochs", "student_layers", "student_dim", "student_encoder_weight",
+        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_topic_share", "hpd_epochs", "student_layers", "student_dim", "student_encoder_weight",
                      "pairs_per_split", "teacher_sizes", "teacher_rounds", "student_queries_per_split", "seed"):
             value = getattr(self, name)
             if value != getattr(default, name):
@@ -331,7 +335,7 @@ def stage1(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> tuple[P
     if not plan.hpd_pairs:
         return None, None
     hpd_dir, data_dir = plan.work / "hpd", plan.work / "data"
-    settings = dict(base=base, epochs=plan.hpd_epochs, seed=plan.seed, **plan.student_settings,
+    settings = dict(base=base, epochs=plan.hpd_epochs, seed=plan.seed, topic_share=plan.hpd_topic_share, **plan.student_settings,
                     eval_every=0 if plan.tiny else 400, eval_queries=20 if plan.tiny else 100,
                     eval_corpus=60 if plan.tiny else 500)
     init = None
@@ -597,6 +601,8 @@ def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namesp
                     help=f"stage 1: whose vectors the student learns (default {Plan.hpd_labeller}; baseline: the base model's own space)")
     ap.add_argument("--hpd-text-mix", action="store_true",
                     help="stage 1's text set with the Python docs' chunk-sized windows, each source at a fixed share (hpd_texts.MIX)")
+    ap.add_argument("--hpd-topic-share", type=float, default=None, metavar="F",
+                    help=f"stage 1: the share of batches made of neighbours, hard in-batch negatives (default {Plan.hpd_topic_share})")
     ap.add_argument("--student-layers", default=None, metavar="I,J,...",
                     help=f"the layers of MiniLM-L6 the student keeps (default {','.join(map(str, Plan.student_layers))})")
     ap.add_argument("--student-dim", type=int, default=None, help=f"the student's output size, at most 384 (default {Plan.student_dim})")
@@ -618,6 +624,10 @@ def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namesp
         plan.teacher_sizes = tuple(int(n) for n in args.teacher_sizes.split(","))
     plan.until = args.until
     plan.hpd_text_mix = args.hpd_text_mix
+    if args.hpd_topic_share is not None:
+        if not 0 <= args.hpd_topic_share <= 1:
+            ap.error(f"--hpd-topic-share: a share, 0 to 1, not {args.hpd_topic_share}")
+        plan.hpd_topic_share = args.hpd_topic_share
     if args.hpd_labeller:
         plan.hpd_labeller = args.hpd_labeller
     if args.student_layers:
