@@ -96,7 +96,7 @@ class Plan:
     # The student's shape: the layers of MiniLM-L6 it keeps and its output size (Matryoshka
     # prefixes of 128, and 256 when larger, are trained with it). Speed of a cut, int8, 2
     # threads, 256-token passages (docs/s against the 6-layer baseline's): 3 layers 1.83x,
-    # 4 layers 1.41x (docs/architecture.md's student section has the table).
+    # 4 layers 1.40x (`python -m bench.encode cuts`; the table is in docs/architecture.md).
     student_layers: tuple[int, ...] = (0, 2, 5)
     student_dim: int = 256
     # Stage 2's targets: the teacher's standardised scores of a list, or, with a weight w > 0,
