@@ -174,9 +174,10 @@ def mixed_order(pairs: list[TextPair], weights: dict[str, float], rng: random.Ra
     return out
 
 
-# Stage 1's default mix: each dev domain's kind of text about equally, the Python docs' prose
-# included (shuffled uniformly, the dictionaries' ~135k short definitions would be 55% of every
-# prefix and the Python docs 5%: see the card's trial rows).
+# The sources' shares of `build(mix=MIX)` (`edge-dse distill --hpd-text-mix`): each dev domain's
+# kind of text about equally, the Python docs' prose included (shuffled uniformly, the
+# dictionaries' ~135k short definitions are 55% of every prefix and the Python docs 5%; the
+# probe's figures are in pipeline.Plan.hpd_text_mix's comment).
 MIX = {"pydoc": 0.3, "debian": 0.3, "wordnet": 0.2, "gcide": 0.15, "debian_faq": 0.05}
 
 _GCIDE_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"

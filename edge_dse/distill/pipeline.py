@@ -122,8 +122,9 @@ class Plan:
         default = Plan.tiny_plan(self.work) if self.tiny else Plan(self.work)
         if self.hpd_text_mix:
             flags += " --hpd-text-mix"
-        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_topic_share", "hpd_epochs", "student_layers", "student_dim", "student_encoder_weight",
-                     "pairs_per_split", "teacher_sizes", "teacher_rounds", "student_queries_per_split", "seed"):
+        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_topic_share", "hpd_epochs", "student_layers",
+                     "student_dim", "student_encoder_weight", "pairs_per_split", "teacher_sizes", "teacher_rounds",
+                     "student_queries_per_split", "seed"):
             value = getattr(self, name)
             if value != getattr(default, name):
                 value = ",".join(map(str, value)) if isinstance(value, tuple) else (value or 0)
@@ -151,7 +152,7 @@ class Plan:
 
     @property
     def student_id(self) -> str:
-        """The exported student's id: its stage, layer count and size (edge-dse/student-dse-l3-256)."""
+        """The shape part of an exported student's id: layer count and size (edge-dse/student-dse-l3-256)."""
         return f"l{len(self.student_layers)}-{self.student_dim}"
 
     @property
