@@ -71,7 +71,7 @@ def test_miner_scores_are_the_cached_cosines_of_the_scored_candidates(encoder, t
     rows = np.array([len(cands) - 1, 0])
     like = np.ones((2, 5), np.float32)
     like[0, 3] = like[1, 1] = np.nan  # candidates the teacher did not score
-    got = miner_scores(encoder, tmp_path / "out", "t", rows, like)
+    got = miner_scores(encoder, *read(tmp_path / "out", "t"), tmp_path / "out" / "vectors", rows, like)
     for i, r in enumerate(rows):
         c = cands[r]
         q = encoder.encode(c.query, kind="query")[0]

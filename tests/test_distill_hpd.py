@@ -166,6 +166,23 @@ def test_pruned_ffn_keeps_the_busiest_units_and_reloads(tmp_path):
     assert out.shape == before.shape and torch.allclose(out, model(**enc).last_hidden_state, atol=1e-5)
 
 
+def test_ffn_activity_counts_real_tokens_only(tmp_path):
+    import torch
+
+    from edge_dse.distill import student as student_mod
+    from edge_dse.distill import train_common as tc
+    from transformers import AutoTokenizer
+
+    base = tc.make_tiny_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(str(base))
+    model = student_mod.layer_dropped(base, (0, 1))
+    texts = ["tar", "a dictionary of English words and their meanings, with examples of each in use"]
+    one_by_one = student_mod.ffn_activity(model, tok, texts, batch=1)  # no padding at all
+    padded = student_mod.ffn_activity(model, tok, texts, batch=2)  # "tar" padded to the long text's length
+    for a, b in zip(one_by_one, padded):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_student_shape_flags_set_the_plan_and_its_command():
     from edge_dse.distill import pipeline
 

@@ -196,12 +196,13 @@ def read(out_dir: Path, name: str) -> tuple[Pool, list[Candidates]]:
     return pool, cands
 
 
-def miner_scores(encoder, cand_dir: Path, split: str, rows: np.ndarray, like: np.ndarray) -> np.ndarray:
+def miner_scores(encoder, pool: Pool, cands: list[Candidates], cache_dir: Path, rows: np.ndarray,
+                 like: np.ndarray) -> np.ndarray:
     """The candidate miner's cosine of each (query, candidate) that `like` (the teacher's scores
-    of those rows) holds, NaN where it holds none; the vectors are the ones mining cached."""
-    pool, cands = read(cand_dir, split)
-    pv = cached_vectors(encoder, pool.passages, "document", cand_dir / "vectors")
-    qv = cached_vectors(encoder, [c.query for c in cands], "query", cand_dir / "vectors")
+    of those rows of `cands`) holds, NaN where it holds none; the vectors are the ones mining
+    cached in `cache_dir`."""
+    pv = cached_vectors(encoder, pool.passages, "document", cache_dir)
+    qv = cached_vectors(encoder, [c.query for c in cands], "query", cache_dir)
     out = np.full(like.shape, np.nan, np.float32)
     for i, r in enumerate(rows):
         ids = cands[int(r)].passage_ids[: like.shape[1]]

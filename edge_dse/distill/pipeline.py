@@ -533,24 +533,30 @@ def _run(plan: Plan, install: bool, assets: Path | None, log, mapper: tc.Mapper)
 
     from ..encoder import Encoder
 
+    miner = None  # the fixed miner (the same lists whatever the default model is), loaded once if needed
+
+    def the_miner() -> Encoder:
+        nonlocal miner
+        miner = miner or Encoder("baseline")
+        return miner
+
     if _step("candidates", all((cand_dir / f"{s}.candidates.jsonl").is_file() for s in plan.train_splits), log):
-        encoder = Encoder("baseline")  # fixed miner: the same lists whatever the default model is
         for split in plan.train_splits:
             if not (cand_dir / f"{split}.candidates.jsonl").is_file():
                 pairs = data_mod.read_jsonl(data_dir / f"{split}.jsonl")
                 pairs = [pairs[i] for i in labels_mod.choose_rows(len(pairs), plan.pairs_per_split, seed=plan.seed)]
-                pool, cands = cand_mod.mine(pairs, encoder=encoder, seed=plan.seed, cache_dir=cand_dir / "vectors")
+                pool, cands = cand_mod.mine(pairs, encoder=the_miner(), seed=plan.seed, cache_dir=cand_dir / "vectors")
                 cand_mod.write(pool, cands, cand_dir, split)
 
     examples = []
     for split in plan.train_splits:
-        _, cands = cand_mod.read(cand_dir, split)
+        pool, cands = cand_mod.read(cand_dir, split)
         rows = labels_mod.choose_rows(len(cands), plan.student_queries_per_split, seed=plan.seed + 1)
         scores = teacher_scores(teacher_asset, cand_dir, split, rows, work / "scores", log=log,
                                 width=plan.student_list_width, seed=plan.seed, mapper=mapper)
         targets = tc.zscore_rows(scores)
         if plan.student_encoder_weight:
-            cosines = cand_mod.miner_scores(Encoder("baseline"), cand_dir, split, rows, scores)
+            cosines = cand_mod.miner_scores(the_miner(), pool, cands, cand_dir / "vectors", rows, scores)
             targets = tc.zscore_rows(tc.ensemble({"teacher": scores, "encoder": cosines},
                                                  {"teacher": 1.0, "encoder": plan.student_encoder_weight}))
         examples += tc.list_examples(cand_dir, split, rows, targets)

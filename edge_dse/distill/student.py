@@ -92,17 +92,7 @@ def prune_ffn(model, tokenizer, keep: int, texts: Sequence[str], max_length: int
     import torch
 
     layers = model.encoder.layer
-    sums = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
-    hooks = [layer.intermediate.register_forward_hook(lambda _m, _i, out, k=k: sums[k].add_(out.abs().sum((0, 1))))
-             for k, layer in enumerate(layers)]
-    try:
-        with torch.no_grad():
-            for lo in range(0, len(texts), 32):
-                enc = tokenizer(list(texts[lo:lo + 32]), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-                model(**enc)
-    finally:
-        for h in hooks:
-            h.remove()
+    sums = ffn_activity(model, tokenizer, texts, max_length)
     kept = []
     with torch.no_grad():
         for layer, act in zip(layers, sums):
@@ -116,6 +106,32 @@ def prune_ffn(model, tokenizer, keep: int, texts: Sequence[str], max_length: int
             kept.append(idx.tolist())
     model.config.intermediate_size = keep
     return kept
+
+
+def ffn_activity(model, tokenizer, texts: Sequence[str], max_length: int = 256, batch: int = 32) -> list:
+    """Per layer, each feed-forward unit's |activation| summed over the real tokens of `texts`
+    (padding positions masked out, so the sums do not depend on how texts were batched)."""
+    import torch
+
+    layers = model.encoder.layer
+    sums = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    mask = {}  # the batch's attention mask, seen by the hooks
+
+    def add(k, out):
+        sums[k].add_((out.abs() * mask["now"][..., None]).sum((0, 1)))
+
+    hooks = [layer.intermediate.register_forward_hook(lambda _m, _i, out, k=k: add(k, out))
+             for k, layer in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            for lo in range(0, len(texts), batch):
+                enc = tokenizer(list(texts[lo:lo + batch]), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                mask["now"] = enc["attention_mask"].to(sums[0].dtype)
+                model(**enc)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sums
 
 
 def pca_projection(vectors: np.ndarray, dim: int):
