@@ -194,3 +194,25 @@ def test_real_passages_go_past_the_docs_and_their_vectors_cache_is_extended(tmp_
     np.testing.assert_array_equal(more[: len(docs_only)], first)
     _, again, _ = search.real_vectors(enc, len(docs_only) + 20, data)
     assert Counting.embedded == len(docs_only) + 20 and np.array_equal(again, more)
+
+
+def test_cuts_prints_a_smaller_cut_beside_the_baseline(tmp_path):
+    """`python -m bench.encode cuts`: a cut is made (layers dropped, FFN pruned), exported to int8
+    and timed beside the baseline; the table names both, with sizes and a ratio of 1 for the
+    baseline. A second run reuses the cut kept in --work."""
+    pytest.importorskip("torch")
+    python_docs(tmp_path / "docs")
+    env = {**os.environ, "EDGE_DSE_BENCH_DOCS": str(tmp_path / "docs")}
+    cmd = [sys.executable, "-m", "bench.encode", "cuts", "--cut", "0,5:384", "--docs", "12", "--repeats", "1",
+           "--threads", "1", "--work", str(tmp_path / "cuts")]
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (name, rows), = tables(run.stdout).items()
+    assert name.startswith("Student cuts: int8 docs/s at 256 tokens, 1 threads, 12 Python-docs passages")
+    assert [r[0] for r in rows[1:]] == ["baseline (6 layers, 1536 FFN units)", "layers 0,5, 384 FFN units"]
+    base, cut = rows[1], rows[2]
+    assert number(base[3]) == 1.0 and number(base[2]) > 0 and number(cut[2]) > 0
+    assert number(cut[1]) < number(base[1])  # 2 of 6 layers, a quarter of the FFN: a smaller file
+    made = (tmp_path / "cuts" / "0-5-ffn384" / "asset" / "model.onnx").stat().st_mtime_ns
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and (tmp_path / "cuts" / "0-5-ffn384" / "asset" / "model.onnx").stat().st_mtime_ns == made
