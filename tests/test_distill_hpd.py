@@ -164,6 +164,10 @@ def test_pruned_ffn_keeps_the_busiest_units_and_reloads(tmp_path):
     with torch.no_grad():
         out = again(**enc).last_hidden_state
     assert out.shape == before.shape and torch.allclose(out, model(**enc).last_hidden_state, atol=1e-5)
+    cut = student_mod.cut_base(base, tc.StudentSettings(keep_layers=(1,), ffn_units=width // 4), tok, texts)
+    assert len(cut.encoder.layer) == 1 and cut.encoder.layer[0].intermediate.dense.out_features == width // 4
+    whole = student_mod.cut_base(base, tc.StudentSettings(keep_layers=(1,)), tok, texts)
+    assert whole.encoder.layer[0].intermediate.dense.out_features == width
 
 
 def test_ffn_activity_counts_real_tokens_only(tmp_path):
@@ -193,6 +197,10 @@ def test_student_shape_flags_set_the_plan_and_its_command():
     command = plan.command()
     assert "--student-layers 0,2,4,5 --student-dim 384" in command and "--hpd-labeller baseline" in command
     assert pipeline.plan_from_args(command.split()[2:])[0] == plan  # the command re-makes the same plan
+    pruned = pipeline.plan_from_args(["--student-ffn", "768"])[0]
+    assert pruned.student_settings["ffn_units"] == 768 and pruned.student_id == "l3-256-f768"
+    assert "--student-ffn 768" in pruned.command() and pipeline.plan_from_args(pruned.command().split()[2:])[0] == pruned
+    assert "ffn_units" not in plan.student_settings
     default = pipeline.plan_from_args([])[0]
     assert "--student" not in default.command() and default.student_settings["matryoshka"] == (128,)
     topic = pipeline.plan_from_args(["--hpd-topic-share", "0.5"])[0]

@@ -272,9 +272,10 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     # From a saved student (e.g. one that first learned the base model's own space), the
     # projection is fitted again: it maps the pooled output to *these* targets.
-    transformer = student_mod.load(Path(cfg.init)).transformer if cfg.init else student_mod.layer_dropped(base_dir, cfg.keep_layers)
-    probe = student_mod.Student(transformer, torch.nn.Identity(), tok)
     fit_rows = np.random.default_rng(cfg.seed).choice(len(run.texts), min(2000, len(run.texts)), replace=False)
+    transformer = (student_mod.load(Path(cfg.init)).transformer if cfg.init
+                   else student_mod.cut_base(base_dir, cfg, tok, [run.texts[i] for i in fit_rows]))
+    probe = student_mod.Student(transformer, torch.nn.Identity(), tok)
     projection = fit_projection(probe, [run.texts[i] for i in fit_rows], run.targets[fit_rows], cfg.passage_max_length)
     student = student_mod.Student(transformer, projection, tok)
     params = [{"params": list(transformer.parameters()), "lr": cfg.lr},

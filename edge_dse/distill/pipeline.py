@@ -99,6 +99,7 @@ class Plan:
     # 4 layers 1.40x (`python -m bench.encode cuts`; the table is in docs/architecture.md).
     student_layers: tuple[int, ...] = (0, 2, 5)
     student_dim: int = 256
+    student_ffn: int = 0  # feed-forward units per kept layer (student.prune_ffn); 0: all 1536
     # Stage 2's targets: the teacher's standardised scores of a list, or, with a weight w > 0,
     # those plus w times the candidate miner's (the baseline's) standardised cosines: what the
     # shipped rerank does too (the teacher beside the encoder; the teacher alone scores the FAQ
@@ -123,7 +124,7 @@ class Plan:
         if self.hpd_text_mix:
             flags += " --hpd-text-mix"
         for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_topic_share", "hpd_epochs", "student_layers",
-                     "student_dim", "student_encoder_weight", "pairs_per_split", "teacher_sizes", "teacher_rounds",
+                     "student_dim", "student_ffn", "student_encoder_weight", "pairs_per_split", "teacher_sizes", "teacher_rounds",
                      "student_queries_per_split", "seed"):
             value = getattr(self, name)
             if value != getattr(default, name):
@@ -145,15 +146,17 @@ class Plan:
     @property
     def student_settings(self) -> dict:
         """The student's shape, as StudentSettings fields (the same in stage 1 and stage 2)."""
+        ffn = {"ffn_units": self.student_ffn} if self.student_ffn else {}
         if self.tiny:
-            return {"keep_layers": self.student_layers, "dim": 16, "matryoshka": (8,)}
+            return {"keep_layers": self.student_layers, "dim": 16, "matryoshka": (8,), **ffn}
         return {"keep_layers": self.student_layers, "dim": self.student_dim,
-                "matryoshka": tuple(d for d in (128, 256) if d < self.student_dim)}
+                "matryoshka": tuple(d for d in (128, 256) if d < self.student_dim), **ffn}
 
     @property
     def student_id(self) -> str:
-        """The shape part of an exported student's id: layer count and size (edge-dse/student-dse-l3-256)."""
-        return f"l{len(self.student_layers)}-{self.student_dim}"
+        """The shape part of an exported student's id: layer count, size and, if pruned, FFN units
+        (edge-dse/student-dse-l3-256, edge-dse/student-dse-l3-384-f768)."""
+        return f"l{len(self.student_layers)}-{self.student_dim}" + (f"-f{self.student_ffn}" if self.student_ffn else "")
 
     @property
     def train_splits(self) -> list[str]:
@@ -481,7 +484,7 @@ def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, mode
     record = json.loads(training.read_text())
     config = record["config"]
     base = describe_source(config["base"], resolve_source(config["base"]))  # the model the student was cut from
-    layers = ", ".join(str(i) for i in config["keep_layers"])
+    layers = ", ".join(str(i) for i in config["keep_layers"]) + (f" ({config['ffn_units']} feed-forward units each)" if config.get("ffn_units") else "")
     request = ExportRequest(model_id=model_id + ("-tiny" if plan.tiny else ""), name="student",
                             role=f"a {len(config['keep_layers'])}-layer student distilled by edge_dse: {stage}", max_length=64 if plan.tiny else 256,
                             made_by=plan.command(),
@@ -613,6 +616,9 @@ def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namesp
     ap.add_argument("--student-layers", default=None, metavar="I,J,...",
                     help=f"the layers of MiniLM-L6 the student keeps (default {','.join(map(str, Plan.student_layers))})")
     ap.add_argument("--student-dim", type=int, default=None, help=f"the student's output size, at most 384 (default {Plan.student_dim})")
+    ap.add_argument("--student-ffn", type=int, default=None, metavar="N",
+                    help="feed-forward units each kept layer keeps, the busiest ones (default: all 1536; 768 halves them, "
+                         "python -m bench.encode cuts measures the speed)")
     ap.add_argument("--student-encoder-weight", type=float, default=None, metavar="W",
                     help="stage 2: learn the teacher's scores plus W times the baseline's cosines, both standardised per list "
                          f"(default {Plan.student_encoder_weight}: the teacher alone)")
@@ -646,6 +652,10 @@ def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namesp
         if not 16 <= args.student_dim <= 384:
             ap.error(f"--student-dim: 16 to 384 (the base model's width), not {args.student_dim}")
         plan.student_dim = args.student_dim
+    if args.student_ffn is not None:
+        if not 64 <= args.student_ffn <= 1536:
+            ap.error(f"--student-ffn: 64 to 1536 feed-forward units (the base model has 1536), not {args.student_ffn}")
+        plan.student_ffn = args.student_ffn
     if args.student_encoder_weight is not None:
         plan.student_encoder_weight = args.student_encoder_weight
     for name in sizes:

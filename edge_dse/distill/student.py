@@ -70,6 +70,15 @@ class Student:
         return self.projection(pooled)
 
 
+def cut_base(base_dir: Path, cfg: tc.StudentSettings, tokenizer, texts: Sequence[str]):
+    """The student's transformer before training: the base's `cfg.keep_layers`, and with
+    `cfg.ffn_units` only that many feed-forward units per layer, the busiest on `texts`."""
+    model = layer_dropped(base_dir, cfg.keep_layers)
+    if cfg.ffn_units and cfg.ffn_units < model.config.intermediate_size:
+        prune_ffn(model, tokenizer, cfg.ffn_units, texts[:256])
+    return model
+
+
 def layer_dropped(base_dir: Path, keep: Sequence[int]):
     """The base BERT with only the `keep` layers (in order)."""
     import torch
@@ -171,7 +180,7 @@ def build(cfg: StudentConfig, pca_texts: Sequence[str]) -> Student:
         return load(Path(cfg.init))
     base_dir = tc.base_transformer_dir(cfg.base)
     tok = AutoTokenizer.from_pretrained(str(base_dir))
-    transformer = layer_dropped(base_dir, cfg.keep_layers)
+    transformer = cut_base(base_dir, cfg, tok, pca_texts)
     with torch.no_grad():  # PCA of the *student's* pooled output: the projection starts aligned with it
         probe = Student(transformer, torch.nn.Identity(), tok)
         vecs = np.concatenate([probe.embed(chunk, cfg.passage_max_length).numpy() for chunk in tc.batched(list(pca_texts), 64)])

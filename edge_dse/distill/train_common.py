@@ -27,6 +27,7 @@ class StudentSettings:
 
     base: str = BASE_L6
     keep_layers: tuple[int, ...] = (0, 2, 5)
+    ffn_units: int | None = None  # feed-forward units each kept layer keeps (student.prune_ffn); None: all of them
     dim: int = 256
     matryoshka: tuple[int, ...] = (128,)  # extra prefix lengths trained alongside `dim`
     init: str | None = None  # a saved student (student.save) to start from instead of the layer-dropped base
