@@ -159,6 +159,15 @@ def test_stage_one_ran_and_stage_two_started_from_it(tiny_run):
     assert [e["name"].split(":")[0] for e in earlier] == ["stage 1a", "stage 1"]
     assert earlier[0]["pairs"] == warm["pairs"] and earlier[1]["curve"] == stage1["curve"]
     assert "### Before this: stage 1a" in (root / "assets" / "student" / "card.md").read_text()
+    # The shape trials ran first (plan.hpd_trial_pairs each), and stage 1's record on both cards carries them.
+    from edge_dse.distill.hpd import SHAPE_TRIALS
+
+    trials = json.loads((hpd_dir / "trials.json").read_text())
+    assert [t["trial"] for t in trials] == [name for name, _ in SHAPE_TRIALS]
+    assert all(t["pairs"] == plan.hpd_trial_pairs and t["steps"] > 0 and "mean" in t["end"] for t in trials)
+    assert earlier[1]["trials"] == trials and "trials" not in earlier[0]
+    assert json.loads((hpd_dir / "student" / "asset" / "card.json").read_text())["training"]["trials"] == trials
+    assert "| layers 0,2,5, 768 FFN units | 32 |" in (root / "assets" / "student" / "card.md").read_text()
 
 
 def test_no_held_out_text_is_trained_on(tiny_run):

@@ -318,7 +318,6 @@ def train(cfg: HPDConfig, text_dir: Path, vector_dir: Path, out: Path, *, data_d
         "text_set": json.loads((Path(text_dir) / "manifest.json").read_text()),
         "texts": len(run.texts), "projection_keeps": round(run.retained, 4), "bf16_autocast": bf16,
         "train_seconds": round(time.perf_counter() - started), "curve": curve, **loop.summary(),
-        **({"trials": json.loads((out.parent / "trials.json").read_text())} if (out.parent / "trials.json").is_file() else {}),
         "finished": datetime.datetime.now().isoformat(timespec="seconds")})
     return final
 
@@ -330,6 +329,14 @@ TRIALS = (  # (name, overrides): which 3 layers, dropout, learning rate, the in-
     ("layers 0,2,5, no dropout", {"dropout": False}),
     ("layers 0,2,5, lr 3e-4", {"lr": 3e-4}),
     ("layers 0,2,5, regression only (no in-batch KL)", {"rank_weight": 0.0}),
+)
+
+
+SHAPE_TRIALS = (  # (name, overrides): the student's shape and stage 1's batches, on the run's own settings
+    ("layers 0,2,5", {"keep_layers": (0, 2, 5), "ffn_units": None, "topic_share": 0.0}),
+    ("layers 0,2,5, 768 FFN units", {"keep_layers": (0, 2, 5), "ffn_units": 768, "topic_share": 0.0}),
+    ("layers 0,2,5, topic batches", {"keep_layers": (0, 2, 5), "ffn_units": None, "topic_share": 1.0}),
+    ("layers 0,2,4,5", {"keep_layers": (0, 2, 4, 5), "ffn_units": None, "topic_share": 0.0}),
 )
 
 

@@ -93,6 +93,9 @@ class Plan:
     # 1.0 .907/.316/.540/.780.
     hpd_topic_share: float = 0.0
     hpd_weight: float = 1.0  # stage 1's loss beside stage 2's (student.StudentConfig.hpd_weight)
+    # Before stage 1, the short runs that chose the student's shape (hpd.SHAPE_TRIALS), this many
+    # pairs each, cached in hpd/trials.json; the student's card prints them. 0: none.
+    hpd_trial_pairs: int = 0
     # The student's shape: the layers of MiniLM-L6 it keeps and its output size (Matryoshka
     # prefixes of 128, and 256 when larger, are trained with it). Speed of a cut, int8, 2
     # threads, 256-token passages (docs/s against the 6-layer baseline's): 3 layers 1.83x,
@@ -123,7 +126,7 @@ class Plan:
         default = Plan.tiny_plan(self.work) if self.tiny else Plan(self.work)
         if self.hpd_text_mix:
             flags += " --hpd-text-mix"
-        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_topic_share", "hpd_epochs", "student_layers",
+        for name in ("stages", "hpd_pairs", "hpd_warm_pairs", "hpd_labeller", "hpd_topic_share", "hpd_epochs", "hpd_trial_pairs", "student_layers",
                      "student_dim", "student_ffn", "student_encoder_weight", "pairs_per_split", "teacher_sizes", "teacher_rounds",
                      "student_queries_per_split", "seed"):
             value = getattr(self, name)
@@ -169,7 +172,8 @@ class Plan:
     @classmethod
     def tiny_plan(cls, work: Path, roots: dict | None = None, sources: tuple[str, ...] = SOURCES) -> "Plan":
         return cls(work, tiny=True, roots=roots or {}, sources=sources, teacher_sizes=(16, 32), teacher_min_gain=-1.0,
-                   student_queries_per_split=32, hpd_pairs=96, hpd_warm_pairs=48, hpd_labeller="baseline")
+                   student_queries_per_split=32, hpd_pairs=96, hpd_warm_pairs=48, hpd_labeller="baseline",
+                   hpd_trial_pairs=32)
 
 
 def _step(name: str, done: bool, log) -> bool:
@@ -349,12 +353,16 @@ def stage1(plan: Plan, base: str, log=print, mapper: tc.Mapper = map) -> tuple[P
         init = str(hpd.train(warm_cfg, plan.text_dir, warm_vectors, hpd_dir / "warm", data_dir=data_dir,
                              target=plan.hpd_warm_labeller, log=log))
     vectors, n_pairs = stage1_vectors(plan, log, mapper)
+    if plan.hpd_trial_pairs:
+        hpd.run_trials(hpd.HPDConfig(**settings), plan.text_dir, vectors, hpd_dir, data_dir=data_dir,
+                       pairs=min(plan.hpd_trial_pairs, n_pairs), trials=hpd.SHAPE_TRIALS, log=log)
     cfg = hpd.HPDConfig(pairs=n_pairs, init=init, **settings)
     model_dir = hpd.train(cfg, plan.text_dir, vectors, hpd_dir / "student", data_dir=data_dir, target=plan.hpd_labeller, log=log)
     asset = hpd_dir / "student" / "asset"
     if _step("stage 1 export", has_card(asset), log):
         export_student(plan, model_dir, asset, stage=f"stage 1 (projective distillation of the {plan.hpd_labeller} model)",
-                       model_id=f"edge-dse/student-hpd-{plan.student_id}", training=hpd_dir / "student" / "train.json", log=log)
+                       model_id=f"edge-dse/student-hpd-{plan.student_id}", training=hpd_dir / "student" / "train.json",
+                       with_trials=True, log=log)
     regulariser = None if plan.stages == 1 else hpd.Regulariser(cfg, plan.text_dir, vectors, hpd_dir / "student" / "projection.npy", log=log)
     return model_dir, regulariser
 
@@ -468,20 +476,30 @@ def earlier_stages(plan: Plan) -> list[dict]:
         if (folder / "train.json").is_file():
             record = json.loads((folder / "train.json").read_text())
             record.pop("stage", None)  # the name says it (records made before hpd.train's `target` named mpnet for both)
-            if record.get("trials") and any(record["trials"] == s.get("trials") for s in stages):
-                record.pop("trials")  # one trial table (hpd/trials.json) is read into both runs' records
             stages.append({"name": name, **record})
+    if stages:
+        stages[-1] = with_shape_trials(plan, stages[-1])
     return stages
 
 
+def with_shape_trials(plan: Plan, record: dict) -> dict:
+    """Stage 1's training record with the trial table of hpd/trials.json (hpd.run_trials), read
+    when the card is written: trials run after stage 1 trained still reach its card."""
+    path = plan.work / "hpd" / "trials.json"
+    record = {k: v for k, v in record.items() if k != "trials"}
+    return {**record, "trials": json.loads(path.read_text())} if path.is_file() else record
+
+
 def export_student(plan: Plan, model_dir: Path, asset: Path, *, stage: str, model_id: str, training: Path, log=print,
-                   earlier: Sequence[dict] = (), extra: dict | None = None) -> None:
+                   earlier: Sequence[dict] = (), extra: dict | None = None, with_trials: bool = False) -> None:
     from .export import ExportRequest, export_model
     from .measure import MeasureTexts
     from .sources import describe_source, resolve_source
 
     test = [p for split in plan.test_splits for p in data_mod.read_jsonl(plan.work / "data" / f"{split}.jsonl")[:200]][:200]
     record = json.loads(training.read_text())
+    if with_trials:  # stage 1's own export (a stage-2 student carries them in `earlier`)
+        record = with_shape_trials(plan, record)
     config = record["config"]
     base = describe_source(config["base"], resolve_source(config["base"]))  # the model the student was cut from
     layers = ", ".join(str(i) for i in config["keep_layers"]) + (f" ({config['ffn_units']} feed-forward units each)" if config.get("ffn_units") else "")
@@ -601,6 +619,7 @@ def plan_from_args(argv: list[str] | None = None) -> tuple[Plan, argparse.Namesp
              "hpd_pairs": "stage 1: pairs of its text set to label and train on (0: no stage 1)",
              "hpd_warm_pairs": "stage 1a: pairs on which the student first learns the base model's own space (0: none)",
              "hpd_epochs": "stage 1: epochs over those pairs",
+             "hpd_trial_pairs": "before stage 1: pairs of each shape trial, hpd.SHAPE_TRIALS (0: no trials)",
              "stages": "2: the whole pipeline; 1: stage 1 only, its model is the student (default 2)"}
     for name, help_text in sizes.items():
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None,
