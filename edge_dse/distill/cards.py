@@ -243,10 +243,12 @@ def training_md(training: dict) -> str:
                   "| step | pairs seen | " + " | ".join(splits) + " |", "|---:|---:|" + "---:|" * len(splits)]
         lines += [f"| {p['step']} | {p['pairs_seen']:,} | " + " | ".join(_fmt(p.get(s)) for s in splits) + " |" for p in training["curve"]]
     if training.get("trials"):
-        lines += ["", "Trials (short runs on a small slice; dev nDCG@10 mean at their start and end):", "",
-                  "| trial | pairs | steps | start | end | s |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {t['trial']} | {t['pairs']} | {t['steps']} | {_fmt(t['start'].get('mean'))} | {_fmt(t['end'].get('mean'))} | {t['seconds']} |"
-                  for t in training["trials"]]
+        splits = [k for k in training["trials"][0]["end"] if k not in ("step", "pairs_seen", "mean")]
+        lines += ["", "Trials (short runs on a small slice; dev nDCG@10: the mean at their start and end, and each split at the end):", "",
+                  "| trial | pairs | steps | start | end | " + " | ".join(splits) + " | s |",
+                  "|---|---:|---:|---:|---:|" + "---:|" * len(splits) + "---:|"]
+        lines += [f"| {t['trial']} | {t['pairs']} | {t['steps']} | {_fmt(t['start'].get('mean'))} | {_fmt(t['end'].get('mean'))} | "
+                  + " | ".join(_fmt(t["end"].get(s)) for s in splits) + f" | {t['seconds']} |" for t in training["trials"]]
     for earlier in training.get("earlier_stages") or []:  # a stage-2 student: the stages it grew from
         record = {k: v for k, v in earlier.items() if k != "name"}
         lines += ["", f"### Before this: {earlier['name']}", "", training_md(record)]
